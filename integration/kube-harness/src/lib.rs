@@ -1,0 +1,555 @@
+//! A real Kubernetes control plane for Weft's tests, with no cluster.
+//!
+//! [`TestControlPlane::start`] runs a private etcd, kube-apiserver and
+//! kube-controller-manager on free 127.0.0.1 ports, with freshly generated
+//! certificates, RBAC, admission webhooks and ServiceAccount tokens, and hands
+//! back an admin [`kube::Client`] and kubeconfig. Dropping it kills exactly
+//! those processes and removes their files. There is no kubelet, scheduler or
+//! container runtime: tests stand in for them with helpers such as
+//! [`TestControlPlane::set_pod_ready`]. See `docs/testing.md`.
+//!
+//! The binaries come from `integration/k8s/install.sh`; a control plane that
+//! cannot start is an error, never a silent skip.
+
+mod binaries;
+mod certs;
+mod error;
+mod helpers;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use crate::binaries::Binaries;
+pub use crate::binaries::{BIN_DIR_ENV, ETCD_ENV};
+pub use crate::certs::{IssuedCert, TestCa};
+pub use crate::error::{Error, Result};
+pub use crate::helpers::{wait_for, WebhookRegistration, DEFAULT_WAIT, FIELD_MANAGER};
+
+use crate::certs::SigningKey;
+use crate::error::io_err;
+use crate::process::{free_port, is_port_clash, Managed};
+
+/// How many times a component is started on fresh ports when its port was
+/// taken between choosing it and binding it.
+const PORT_ATTEMPTS: usize = 3;
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(200);
+/// The ServiceAccount token issuer (also the default API audience).
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// What to start, and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// Run kube-controller-manager (Endpoints, ServiceAccounts and their token
+    /// Secrets, garbage collection...). Off saves a few seconds for tests that
+    /// only need the API.
+    pub controller_manager: bool,
+    /// Upper bound on the whole start-up. Default 180 s, or
+    /// `WEFT_KUBE_START_TIMEOUT_SECS`.
+    pub timeout: Duration,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        let secs = std::env::var("WEFT_KUBE_START_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(180);
+        Self {
+            controller_manager: true,
+            timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// A running private control plane. Drop it to tear everything down.
+pub struct TestControlPlane {
+    client: Client,
+    kubeconfig: PathBuf,
+    server_url: String,
+    ca_pem: String,
+    kubectl: Option<PathBuf>,
+    controller_manager: Option<Managed>,
+    apiserver: Option<Managed>,
+    etcd: Option<Managed>,
+    etcd_data: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for TestControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestControlPlane")
+            .field("server_url", &self.server_url)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager with the
+    /// default [`StartOptions`], and waits until the API is ready and the
+    /// controller-manager has created the `default` ServiceAccount.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(StartOptions::default()).await
+    }
+
+    /// Like [`start`](Self::start), with explicit options.
+    pub async fn start_with(opts: StartOptions) -> Result<Self> {
+        // kube-rs builds its rustls config from the process-wide provider;
+        // pick one so a workspace that also enables aws-lc-rs cannot make it
+        // ambiguous. Failing means one is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let started = Instant::now();
+        let deadline = started + opts.timeout;
+        let bins = Binaries::locate()?;
+        let dir = tempfile::Builder::new()
+            .prefix("weft-kube-")
+            .tempdir()
+            .map_err(io_err(std::env::temp_dir()))?;
+        let base = dir.path().to_owned();
+        // etcd fsyncs a lot; tmpfs keeps start-up and writes fast.
+        let etcd_parent = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            base.clone()
+        };
+        let etcd_data = tempfile::Builder::new()
+            .prefix("weft-etcd-")
+            .tempdir_in(&etcd_parent)
+            .map_err(io_err(&etcd_parent))?;
+
+        let pki = Pki::generate(&base)?;
+
+        let mut plane = Self {
+            client: placeholder_client()?,
+            kubeconfig: base.join("admin.kubeconfig"),
+            server_url: String::new(),
+            ca_pem: pki.ca.cert_pem(),
+            kubectl: bins.kubectl.clone(),
+            controller_manager: None,
+            apiserver: None,
+            etcd: None,
+            etcd_data: None,
+            dir: None,
+        };
+        plane.dir = Some(dir);
+
+        let (etcd, etcd_port) = start_etcd(&bins, &base, etcd_data.path(), deadline).await?;
+        plane.etcd = Some(etcd);
+        plane.etcd_data = Some(etcd_data);
+        tracing::info!(port = etcd_port, elapsed = ?started.elapsed(), "etcd ready");
+
+        let (apiserver, port, client) =
+            start_apiserver(&bins, &base, &pki, etcd_port, deadline).await?;
+        plane.apiserver = Some(apiserver);
+        plane.client = client;
+        plane.server_url = format!("https://127.0.0.1:{port}");
+        tracing::info!(port, elapsed = ?started.elapsed(), "kube-apiserver ready");
+
+        if opts.controller_manager {
+            let kcm = start_controller_manager(
+                &bins,
+                &base,
+                &pki,
+                &plane.server_url,
+                &plane.client,
+                deadline,
+            )
+            .await?;
+            plane.controller_manager = Some(kcm);
+            tracing::info!(elapsed = ?started.elapsed(), "kube-controller-manager ready");
+        }
+        Ok(plane)
+    }
+
+    /// An admin (`system:masters`) client for this control plane.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Path of an admin kubeconfig, for `kubectl` or a controller under test
+    /// (`--kubeconfig`). It lives as long as the control plane.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server's URL, `https://127.0.0.1:PORT`.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// The cluster CA (PEM): it signed the API server's serving certificate
+    /// and is the `ca.crt` in ServiceAccount token Secrets.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Directory holding the certificates, kubeconfigs and process logs.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
+    /// Process ids of etcd, kube-apiserver and kube-controller-manager (for
+    /// tests of the harness itself).
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .flatten()
+            .filter_map(Managed::pid)
+            .collect()
+    }
+
+    /// The kubectl this harness runs: the version-matched one from the
+    /// install script if present, else the first on `PATH`.
+    pub fn kubectl_path(&self) -> Option<&Path> {
+        self.kubectl.as_deref()
+    }
+
+    fn components(&self) -> impl Iterator<Item = &Managed> {
+        [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .flatten()
+    }
+}
+
+impl Drop for TestControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Help whoever reads the failed test's output.
+            for m in self.components() {
+                eprintln!(
+                    "--- weft-kube-harness: last lines of {} ({}) ---\n{}",
+                    m.component,
+                    m.log.display(),
+                    m.log_tail(15)
+                );
+            }
+        }
+        // Stop in reverse start order, then remove files.
+        for m in [
+            &mut self.controller_manager,
+            &mut self.apiserver,
+            &mut self.etcd,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            m.stop();
+        }
+        self.controller_manager = None;
+        self.apiserver = None;
+        self.etcd = None;
+        let keep = std::env::var_os("WEFT_KUBE_KEEP_DIR").is_some_and(|v| v == "1");
+        if let Some(dir) = self.dir.take() {
+            if keep {
+                let path = dir.keep();
+                eprintln!("weft-kube-harness: kept {}", path.display());
+            }
+        }
+        drop(self.etcd_data.take());
+    }
+}
+
+/// Generated certificates and keys, written to the control plane's directory.
+struct Pki {
+    ca: TestCa,
+    ca_crt: PathBuf,
+    ca_key: PathBuf,
+    serving_crt: PathBuf,
+    serving_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+    admin: IssuedCert,
+    kcm: IssuedCert,
+}
+
+impl Pki {
+    fn generate(dir: &Path) -> Result<Self> {
+        let ca = TestCa::new("weft-test-cluster-ca")?;
+        let serving = ca.issue_server(&[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ])?;
+        let admin = ca.issue_client("weft-test-admin", Some("system:masters"))?;
+        // The controller-manager runs every controller with its own identity
+        // (no per-controller ServiceAccount credentials), so it needs to be a
+        // superuser like the admin.
+        let kcm = ca.issue_client("weft-test-controller-manager", Some("system:masters"))?;
+        let sa = SigningKey::generate()?;
+        let w = |name: &str, contents: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            std::fs::write(&p, contents).map_err(io_err(&p))?;
+            Ok(p)
+        };
+        Ok(Self {
+            ca_crt: w("ca.crt", &ca.cert_pem())?,
+            ca_key: w("ca.key", ca.key_pem())?,
+            serving_crt: w("apiserver.crt", &serving.cert_pem)?,
+            serving_key: w("apiserver.key", &serving.key_pem)?,
+            sa_key: w("sa.key", &sa.private_pem)?,
+            sa_pub: w("sa.pub", &sa.public_pem)?,
+            ca,
+            admin,
+            kcm,
+        })
+    }
+}
+
+/// A kubeconfig with the client certificate embedded.
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &IssuedCert) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: weft-test
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: weft-test-user
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: weft-test
+  context:
+    cluster: weft-test
+    user: weft-test-user
+    namespace: default
+current-context: weft-test
+",
+        ca = b64(ca_pem),
+        cert = b64(&user.cert_pem),
+        key = b64(&user.key_pem),
+    )
+}
+
+async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(path)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A client that is never used: the struct is built before the API server
+/// exists so that a failure part-way still tears down what was started.
+fn placeholder_client() -> Result<Client> {
+    let uri = http::Uri::from_static("https://127.0.0.1:1");
+    Ok(Client::try_from(Config::new(uri))?)
+}
+
+async fn start_etcd(
+    bins: &Binaries,
+    base: &Path,
+    data: &Path,
+    deadline: Instant,
+) -> Result<(Managed, u16)> {
+    let mut last_err = None;
+    for attempt in 1..=PORT_ATTEMPTS {
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let member_dir = data.join(format!("member-{attempt}"));
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let args = vec![
+            "--name=weft-test".to_owned(),
+            format!("--data-dir={}", member_dir.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=weft-test={peer_url}"),
+            "--initial-cluster-state=new".to_owned(),
+            "--logger=zap".to_owned(),
+            "--log-outputs=stderr".to_owned(),
+        ];
+        let log = base.join(format!("etcd-{attempt}.log"));
+        let mut p = Managed::spawn("etcd", &bins.etcd, &args, log)?;
+        match wait_etcd(&mut p, client_port, deadline).await {
+            Ok(()) => return Ok((p, client_port)),
+            Err(e) if attempt < PORT_ATTEMPTS && is_port_clash(&p.log_tail(50)) => {
+                tracing::warn!("etcd port clash, retrying on new ports: {e}");
+                p.stop();
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::InvalidObject("etcd start loop".into())))
+}
+
+async fn wait_etcd(p: &mut Managed, port: u16, deadline: Instant) -> Result<()> {
+    loop {
+        if let Some(status) = p.exited() {
+            return Err(p.not_ready(format!("exited with {status}")));
+        }
+        if etcd_healthy(port).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(p.not_ready(format!("no healthy /health on 127.0.0.1:{port} in time")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A minimal HTTP/1.0 GET of etcd's `/health`.
+async fn etcd_healthy(port: u16) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).contains("\"health\":\"true\""))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Ok(true))
+    )
+}
+
+async fn start_apiserver(
+    bins: &Binaries,
+    base: &Path,
+    pki: &Pki,
+    etcd_port: u16,
+    deadline: Instant,
+) -> Result<(Managed, u16, Client)> {
+    let mut last_err = None;
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port()?;
+        let server = format!("https://127.0.0.1:{port}");
+        let kubeconfig = base.join("admin.kubeconfig");
+        let kc = kubeconfig_yaml(&server, &pki.ca.cert_pem(), &pki.admin);
+        std::fs::write(&kubeconfig, kc).map_err(io_err(&kubeconfig))?;
+        let p = |p: &Path| p.display().to_string();
+        let args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--secure-port={port}"),
+            "--insecure-port=0".to_owned(),
+            format!("--cert-dir={}", p(base)),
+            format!("--tls-cert-file={}", p(&pki.serving_crt)),
+            format!("--tls-private-key-file={}", p(&pki.serving_key)),
+            format!("--client-ca-file={}", p(&pki.ca_crt)),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--service-account-key-file={}", p(&pki.sa_pub)),
+            format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+            "--authorization-mode=Node,RBAC".to_owned(),
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,\
+             DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,\
+             ValidatingAdmissionWebhook,ResourceQuota"
+                .to_owned(),
+            "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+            "--allow-privileged=true".to_owned(),
+            "--profiling=false".to_owned(),
+            "--v=1".to_owned(),
+        ];
+        let log = base.join(format!("kube-apiserver-{attempt}.log"));
+        let mut proc = Managed::spawn("kube-apiserver", &bins.kube_apiserver, &args, log)?;
+        let client = client_from_kubeconfig(&kubeconfig).await?;
+        match wait_apiserver(&mut proc, &client, deadline).await {
+            Ok(()) => return Ok((proc, port, client)),
+            Err(e) if attempt < PORT_ATTEMPTS && is_port_clash(&proc.log_tail(50)) => {
+                tracing::warn!("kube-apiserver port clash, retrying on a new port: {e}");
+                proc.stop();
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::InvalidObject("apiserver start loop".into())))
+}
+
+async fn wait_apiserver(p: &mut Managed, client: &Client, deadline: Instant) -> Result<()> {
+    let mut last = String::from("no answer yet");
+    loop {
+        if let Some(status) = p.exited() {
+            return Err(p.not_ready(format!("exited with {status}")));
+        }
+        let req = http::Request::get("/readyz").body(Vec::new());
+        match req {
+            Ok(req) => {
+                match tokio::time::timeout(Duration::from_secs(5), client.request_text(req)).await {
+                    Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
+                    Ok(Ok(body)) => last = format!("/readyz said {body:?}"),
+                    Ok(Err(e)) => last = format!("/readyz: {e}"),
+                    Err(_) => last = "/readyz took over 5s".to_owned(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(p.not_ready(format!("not ready in time; last check: {last}")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn start_controller_manager(
+    bins: &Binaries,
+    base: &Path,
+    pki: &Pki,
+    server_url: &str,
+    client: &Client,
+    deadline: Instant,
+) -> Result<Managed> {
+    let kubeconfig = base.join("controller-manager.kubeconfig");
+    let kc = kubeconfig_yaml(server_url, &pki.ca.cert_pem(), &pki.kcm);
+    std::fs::write(&kubeconfig, kc).map_err(io_err(&kubeconfig))?;
+    let p = |p: &Path| p.display().to_string();
+    let args = vec![
+        format!("--kubeconfig={}", p(&kubeconfig)),
+        "--leader-elect=false".to_owned(),
+        // No serving: nothing to clash with parallel control planes.
+        "--port=0".to_owned(),
+        "--secure-port=0".to_owned(),
+        format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+        format!("--root-ca-file={}", p(&pki.ca_crt)),
+        format!("--cluster-signing-cert-file={}", p(&pki.ca_crt)),
+        format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
+        "--use-service-account-credentials=false".to_owned(),
+        "--controllers=*".to_owned(),
+        "--v=1".to_owned(),
+    ];
+    let log = base.join("kube-controller-manager.log");
+    let mut proc = Managed::spawn(
+        "kube-controller-manager",
+        &bins.kube_controller_manager,
+        &args,
+        log,
+    )?;
+    // Ready once the ServiceAccount and token controllers have done their
+    // first pass: `default/default` exists with a token Secret.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let mut last = String::from("default/default ServiceAccount not there yet");
+    loop {
+        if let Some(status) = proc.exited() {
+            return Err(proc.not_ready(format!("exited with {status}")));
+        }
+        match sas.get_opt("default").await {
+            Ok(Some(sa)) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => return Ok(proc),
+            Ok(Some(_)) => last = "default/default has no token Secret yet".to_owned(),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(proc.not_ready(format!("not ready in time; last check: {last}")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,334 @@
+//! Proxy configuration, read from `WEFT_PROXY_*` environment variables.
+//!
+//! Every setting has a default that suits a sidecar; a value that does not
+//! parse stops the proxy at start-up with an error naming the variable, so a
+//! typo never silently turns into a default. `docs/proxy.md` lists them all.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    var: &'static str,
+    value: String,
+    reason: String,
+}
+
+/// Everything the proxy needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Inbound listener (`WEFT_PROXY_INBOUND_ADDR`, default `0.0.0.0:4143`).
+    pub inbound_addr: SocketAddr,
+    /// Outbound listener (`WEFT_PROXY_OUTBOUND_ADDR`, default `127.0.0.1:4140`).
+    pub outbound_addr: SocketAddr,
+    /// Admin server (`WEFT_PROXY_ADMIN_ADDR`, default `127.0.0.1:4191`).
+    pub admin_addr: SocketAddr,
+    /// Where inbound connections go when they were not redirected by iptables
+    /// (`WEFT_PROXY_INBOUND_FORWARD`, e.g. the app's `127.0.0.1:8080`).
+    pub inbound_forward: Option<SocketAddr>,
+    /// Destination ports whose traffic is never inspected
+    /// (`WEFT_PROXY_OPAQUE_PORTS`, e.g. `25,3306,4222-4224`).
+    pub opaque_ports: PortSet,
+    /// Targets known to run a Weft proxy, to which HTTP/1 is carried over
+    /// HTTP/2 (`WEFT_PROXY_MESHED_TARGETS`: `*` or `ip:port,...`). Discovery
+    /// replaces this setting once the destination service exists.
+    pub meshed_targets: MeshedTargets,
+    /// How long to wait for a client's first bytes before treating the
+    /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
+    pub detect_timeout: Duration,
+    /// TCP connect timeout to targets (`WEFT_PROXY_CONNECT_TIMEOUT`, 1s).
+    pub connect_timeout: Duration,
+    /// HTTP connections (client and server side) with no request for this
+    /// long are closed (`WEFT_PROXY_IDLE_TIMEOUT`, default 60s).
+    pub idle_timeout: Duration,
+    /// Pooled connections to targets idle this long are closed
+    /// (`WEFT_PROXY_CLIENT_IDLE_TIMEOUT`, default 3s: shorter than common
+    /// server keep-alive timeouts, so the proxy closes first instead of
+    /// racing the server's close with a new request).
+    pub client_idle_timeout: Duration,
+    /// How long shutdown waits for in-flight work
+    /// (`WEFT_PROXY_SHUTDOWN_GRACE_PERIOD`, default 30s).
+    pub shutdown_grace: Duration,
+    /// Tokio worker threads (`WEFT_PROXY_CORES`, default 1).
+    pub cores: usize,
+    /// Maximum concurrent HTTP/2 streams per server connection
+    /// (`WEFT_PROXY_MAX_CONCURRENT_STREAMS`, default 1000).
+    pub max_concurrent_streams: u32,
+}
+
+/// A set of TCP ports, parsed from `p1,p2,lo-hi`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet(BTreeSet<u16>);
+
+/// Which targets run a Weft proxy (see [`Config::meshed_targets`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MeshedTargets {
+    /// No target is known to be meshed: plain HTTP/1 everywhere.
+    #[default]
+    None,
+    /// Every target is meshed.
+    All,
+    /// Only these addresses are.
+    Some(BTreeSet<SocketAddr>),
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `get`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
+        let addr = |name: &'static str, default: &str| -> Result<SocketAddr, ConfigError> {
+            let value = var(name).unwrap_or_else(|| default.to_string());
+            parse_addr(name, &value)
+        };
+        let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => parse_duration(&v).map_err(|reason| err(name, &v, reason)),
+            }
+        };
+
+        let inbound_forward = var("WEFT_PROXY_INBOUND_FORWARD")
+            .map(|v| parse_addr("WEFT_PROXY_INBOUND_FORWARD", &v))
+            .transpose()?;
+        let opaque_ports = match var("WEFT_PROXY_OPAQUE_PORTS") {
+            None => PortSet::default(),
+            Some(v) => PortSet::parse(&v).map_err(|r| err("WEFT_PROXY_OPAQUE_PORTS", &v, r))?,
+        };
+        let meshed_targets = match var("WEFT_PROXY_MESHED_TARGETS") {
+            None => MeshedTargets::None,
+            Some(v) => {
+                MeshedTargets::parse(&v).map_err(|r| err("WEFT_PROXY_MESHED_TARGETS", &v, r))?
+            }
+        };
+        let cores = match var("WEFT_PROXY_CORES") {
+            None => 1,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => return Err(err("WEFT_PROXY_CORES", &v, "expected 1..=64".into())),
+            },
+        };
+        let max_concurrent_streams = match var("WEFT_PROXY_MAX_CONCURRENT_STREAMS") {
+            None => 1000,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(err(
+                        "WEFT_PROXY_MAX_CONCURRENT_STREAMS",
+                        &v,
+                        "expected a positive integer".into(),
+                    ))
+                }
+            },
+        };
+
+        Ok(Config {
+            inbound_addr: addr("WEFT_PROXY_INBOUND_ADDR", "0.0.0.0:4143")?,
+            outbound_addr: addr("WEFT_PROXY_OUTBOUND_ADDR", "127.0.0.1:4140")?,
+            admin_addr: addr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:4191")?,
+            inbound_forward,
+            opaque_ports,
+            meshed_targets,
+            detect_timeout: duration("WEFT_PROXY_DETECT_TIMEOUT", Duration::from_secs(10))?,
+            connect_timeout: duration("WEFT_PROXY_CONNECT_TIMEOUT", Duration::from_secs(1))?,
+            idle_timeout: duration("WEFT_PROXY_IDLE_TIMEOUT", Duration::from_secs(60))?,
+            client_idle_timeout: duration(
+                "WEFT_PROXY_CLIENT_IDLE_TIMEOUT",
+                Duration::from_secs(3),
+            )?,
+            shutdown_grace: duration("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", Duration::from_secs(30))?,
+            cores,
+            max_concurrent_streams,
+        })
+    }
+}
+
+fn err(var: &'static str, value: &str, reason: String) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+/// Parses `ip:port`, or `host:port` resolved once at start-up.
+fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| err(var, value, "name resolved to no address".into())),
+        Err(e) => Err(err(
+            var,
+            value,
+            format!("expected ip:port or host:port ({e})"),
+        )),
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`; a bare number means seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (num, unit) = value.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| "expected a duration such as 500ms, 10s or 2m".to_string())?;
+    let secs = match unit {
+        "ms" => num / 1000.0,
+        "" | "s" => num,
+        "m" => num * 60.0,
+        "h" => num * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("duration must be a non-negative number".to_string());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+// === impl PortSet ===
+
+impl PortSet {
+    /// Parses a comma-separated list of ports and inclusive `lo-hi` ranges.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut ports = BTreeSet::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let port = |s: &str| {
+                s.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?} is not a port (1-65535)"))
+            };
+            match item.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (port(lo)?, port(hi)?);
+                    if lo > hi {
+                        return Err(format!("range {item:?} is reversed"));
+                    }
+                    ports.extend(lo..=hi);
+                }
+                None => {
+                    ports.insert(port(item)?);
+                }
+            }
+        }
+        Ok(Self(ports))
+    }
+
+    /// True if `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.contains(&port)
+    }
+}
+
+// === impl MeshedTargets ===
+
+impl MeshedTargets {
+    /// Parses `*` or a comma-separated list of `ip:port`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.trim() == "*" {
+            return Ok(Self::All);
+        }
+        let addrs = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| format!("{s:?} is not ip:port")))
+            .collect::<Result<BTreeSet<SocketAddr>, _>>()?;
+        Ok(Self::Some(addrs))
+    }
+
+    /// True if `addr` is known to run a Weft proxy.
+    pub fn contains(&self, addr: &SocketAddr) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Some(set) => set.contains(addr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.inbound_forward, None);
+        assert_eq!(c.cores, 1);
+        assert_eq!(c.detect_timeout, Duration::from_secs(10));
+        assert_eq!(c.meshed_targets, MeshedTargets::None);
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        let p = PortSet::parse("25, 3306,4222-4224").unwrap();
+        for port in [25, 3306, 4222, 4223, 4224] {
+            assert!(p.contains(port), "{port}");
+        }
+        assert!(!p.contains(4225));
+        assert!(PortSet::parse("10-5").is_err());
+        assert!(PortSet::parse("0").is_err());
+        assert!(PortSet::parse("http").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("WEFT_PROXY_OPAQUE_PORTS", "99999")]).unwrap_err();
+        assert!(e.to_string().contains("WEFT_PROXY_OPAQUE_PORTS"), "{e}");
+        let e = config(&[("WEFT_PROXY_CORES", "0")]).unwrap_err();
+        assert!(e.to_string().contains("WEFT_PROXY_CORES"), "{e}");
+        let e = config(&[("WEFT_PROXY_INBOUND_ADDR", "nowhere")]).unwrap_err();
+        assert!(e.to_string().contains("WEFT_PROXY_INBOUND_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn meshed_targets() {
+        let m = MeshedTargets::parse("127.0.0.1:4143, 10.0.0.1:4143").unwrap();
+        assert!(m.contains(&"10.0.0.1:4143".parse().unwrap()));
+        assert!(!m.contains(&"10.0.0.2:4143".parse().unwrap()));
+        assert!(MeshedTargets::parse("*")
+            .unwrap()
+            .contains(&"1.2.3.4:5".parse().unwrap()));
+        assert!(MeshedTargets::parse("host").is_err());
+    }
+}

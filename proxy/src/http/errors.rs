@@ -1,0 +1,181 @@
+//! Proxy failures and the responses that report them.
+//!
+//! An HTTP client always gets an HTTP answer from the proxy, never a
+//! dropped connection: the status says what kind of failure it was and the
+//! `l5d-proxy-error` header says why. gRPC clients get a gRPC status
+//! (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...) in a trailers-only response,
+//! because gRPC libraries ignore HTTP statuses.
+
+use super::body::{self, BoxBody};
+use super::headers::L5D_PROXY_ERROR;
+use crate::transport::connect::ConnectError;
+use http::{HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
+
+/// Why the proxy could not deliver a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Outbound: no redirect and no authority to route by.
+    #[error("request has no authority and the connection was not redirected")]
+    NoTarget,
+    /// The authority could not be resolved to an address.
+    #[error("cannot resolve {authority}: {reason}")]
+    Resolve {
+        /// The authority as sent.
+        authority: String,
+        /// Resolver error.
+        reason: String,
+    },
+    /// The target is this proxy itself: forwarding would loop forever.
+    #[error("forwarding loop: {0} is this proxy's own listener")]
+    Loop(SocketAddr),
+    /// The target could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The target accepted the request but failed before responding.
+    #[error("upstream {addr} failed: {reason}")]
+    Upstream {
+        /// The target.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// Classifies an error from the pooled HTTP client.
+    pub fn from_client(addr: SocketAddr, err: hyper_util::client::legacy::Error) -> Self {
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            if let Some(connect) = e.downcast_ref::<ConnectError>() {
+                return match connect {
+                    ConnectError::Timeout { addr, timeout } => ConnectError::Timeout {
+                        addr: *addr,
+                        timeout: *timeout,
+                    }
+                    .into(),
+                    ConnectError::Io { addr, source } => ConnectError::Io {
+                        addr: *addr,
+                        source: std::io::Error::new(source.kind(), source.to_string()),
+                    }
+                    .into(),
+                };
+            }
+            source = e.source();
+        }
+        // hyper's errors are layered ("client error (SendRequest)" wrapping
+        // "connection closed before message completed"); report them all.
+        let mut reason = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ProxyError::Upstream { addr, reason }
+    }
+
+    /// The HTTP status reported to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoTarget => StatusCode::BAD_REQUEST,
+            ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Resolve { .. }
+            | ProxyError::Loop(_)
+            | ProxyError::Connect(_)
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gRPC status code reported to gRPC clients.
+    fn grpc_status(&self) -> u16 {
+        match self.status() {
+            StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
+            StatusCode::BAD_REQUEST => 3,     // INVALID_ARGUMENT
+            _ => 14,                          // UNAVAILABLE
+        }
+    }
+
+    /// Builds the response that reports this error.
+    pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
+        let message = self.to_string();
+        // Error messages are ASCII we wrote, but addresses and authorities
+        // come from clients: fall back rather than fail.
+        let header = HeaderValue::from_str(&message)
+            .unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        let mut rsp = if grpc {
+            let mut rsp = Response::new(body::empty());
+            let h = rsp.headers_mut();
+            h.insert("content-type", HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            h.insert("grpc-message", header.clone());
+            rsp
+        } else {
+            let mut rsp = Response::new(body::full(format!("{message}\n")));
+            *rsp.status_mut() = self.status();
+            rsp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("text/plain"));
+            rsp
+        };
+        rsp.headers_mut().insert(L5D_PROXY_ERROR, header);
+        rsp
+    }
+}
+
+/// Layer that answers [`ProxyError`]s with error responses, so the layers
+/// above (metrics, the server) only ever see responses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NewErrors;
+
+/// The service produced by [`NewErrors`].
+#[derive(Clone, Debug)]
+pub struct Errors<S> {
+    inner: S,
+}
+
+impl<S> tower::Layer<S> for NewErrors {
+    type Service = Errors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Errors { inner }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Errors<S>
+where
+    S: tower::Service<http::Request<B>, Response = Response<BoxBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Our inner services are always ready; an error here would be a bug,
+        // reported per request below.
+        match self.inner.poll_ready(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let grpc = super::headers::is_grpc(req.headers());
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            Ok(fut.await.unwrap_or_else(|error| {
+                tracing::info!(%method, %uri, %error, "request failed");
+                error.to_response(grpc)
+            }))
+        })
+    }
+}

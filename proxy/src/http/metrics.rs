@@ -1,0 +1,183 @@
+//! The metrics layer: `request_total`, `response_latency_ms` and
+//! `response_total` for every request, including those the proxy answers
+//! itself.
+
+use super::body::BoxBody;
+use super::classify::Classifier;
+use super::headers;
+use crate::metrics::{Direction, HttpMetrics, RequestLabels};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Wraps a service with HTTP metrics.
+#[derive(Clone)]
+pub struct NewMetrics {
+    metrics: HttpMetrics,
+    direction: Direction,
+}
+
+/// The service produced by [`NewMetrics`].
+#[derive(Clone)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: HttpMetrics,
+    direction: Direction,
+}
+
+pin_project! {
+    /// A response body that records `response_total` when it ends (or is
+    /// dropped), so gRPC trailers and mid-stream failures are classified.
+    pub struct RecordBody {
+        #[pin]
+        inner: BoxBody,
+        recording: Option<Recording>,
+    }
+
+    impl PinnedDrop for RecordBody {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(r) = this.project().recording.take() {
+                r.finish(false);
+            }
+        }
+    }
+}
+
+struct Recording {
+    metrics: HttpMetrics,
+    labels: RequestLabels,
+    status: u16,
+    classifier: Classifier,
+}
+
+// === impl NewMetrics ===
+
+impl NewMetrics {
+    /// Metrics for one side of the proxy.
+    pub fn new(metrics: HttpMetrics, direction: Direction) -> Self {
+        Self { metrics, direction }
+    }
+}
+
+impl<S> tower::Layer<S> for NewMetrics {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Metered {
+            inner,
+            metrics: self.metrics.clone(),
+            direction: self.direction,
+        }
+    }
+}
+
+// === impl Metered ===
+
+impl<S, B> tower::Service<Request<B>> for Metered<S>
+where
+    S: tower::Service<Request<B>, Response = Response<BoxBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let authority = headers::authority(&req);
+        let labels = self.metrics.request_labels(
+            self.direction,
+            authority.as_ref().map_or("", |a| a.as_str()),
+        );
+        let grpc = headers::is_grpc(req.headers());
+        self.metrics.request(&labels);
+        let metrics = self.metrics.clone();
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.status();
+            metrics.latency(
+                &labels,
+                status.as_u16(),
+                start.elapsed().as_secs_f64() * 1e3,
+            );
+            let classifier = Classifier::new(
+                status,
+                rsp.headers(),
+                grpc || headers::is_grpc(rsp.headers()),
+            );
+            let recording = Recording {
+                metrics,
+                labels,
+                status: status.as_u16(),
+                classifier,
+            };
+            Ok(rsp.map(|inner| {
+                super::body::boxed(RecordBody {
+                    inner,
+                    recording: Some(recording),
+                })
+            }))
+        })
+    }
+}
+
+// === impl Recording ===
+
+impl Recording {
+    fn finish(self, errored: bool) {
+        let success = self.classifier.success(errored);
+        self.metrics.response(&self.labels, self.status, success);
+    }
+}
+
+// === impl RecordBody ===
+
+impl Body for RecordBody {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let res = futures::ready!(this.inner.poll_frame(cx));
+        match &res {
+            Some(Ok(frame)) => {
+                if let (Some(trailers), Some(r)) = (frame.trailers_ref(), this.recording.as_mut()) {
+                    r.classifier.trailers(trailers);
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(r) = this.recording.take() {
+                    r.finish(true);
+                }
+            }
+            None => {
+                if let Some(r) = this.recording.take() {
+                    r.finish(false);
+                }
+            }
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,41 @@
+//! `weft-proxy`: the Weft sidecar.
+//!
+//! The proxy sits beside an application and handles every TCP connection the
+//! application makes (outbound) or receives (inbound). Each accepted
+//! connection flows through the same stages:
+//!
+//! 1. [`transport`]: accept, learn the original destination, detect the
+//!    protocol (HTTP/1, HTTP/2, or opaque TCP), meter bytes.
+//! 2. [`http`]: for HTTP, serve the connection with hyper and forward each
+//!    request through a tower stack (metrics, error responses, protocol
+//!    upgrade between proxies, pooled clients).
+//! 3. [`inbound`] / [`outbound`]: the two sides differ only in how a target
+//!    is chosen and which protocol tweaks apply; each module composes the
+//!    shared stages for its side.
+//!
+//! [`admin`] serves `/metrics`, `/ready`, `/live` and `/shutdown`, and
+//! [`drain`] coordinates graceful shutdown.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod conn;
+pub mod drain;
+pub mod http;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod transport;
+
+/// Boxed error used where several error types meet (bodies, tower stacks).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The HTTP version a connection speaks, as detected on accept or chosen for
+/// a client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HttpVersion {
+    /// HTTP/1.0 or HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge; gRPC rides on this).
+    Http2,
+}

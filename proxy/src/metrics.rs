@@ -1,0 +1,377 @@
+//! Prometheus metrics with Linkerd's names and labels.
+//!
+//! Operators bring dashboards and queries written for Linkerd; keeping the
+//! same metric names (`request_total`, `response_latency_ms`, `tcp_*`) and
+//! label names (`direction`, `authority`, `tls`, `status_code`,
+//! `classification`, `peer`, `errno`) lets them work unchanged.
+//!
+//! Label cardinality is bounded: once [`MAX_REQUEST_SERIES`] distinct
+//! request label sets have been seen, new authorities are counted under
+//! `authority="overflow"`, so a client inventing Host headers cannot grow the
+//! proxy's memory without limit.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Linkerd's `response_latency_ms` buckets, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+/// Distinct `request_total` series (direction × authority) kept before new
+/// authorities are folded into `overflow`.
+pub const MAX_REQUEST_SERIES: usize = 2000;
+
+/// The `authority` value used once [`MAX_REQUEST_SERIES`] is reached.
+pub const OVERFLOW_AUTHORITY: &str = "overflow";
+
+/// Which side of the proxy traffic passed through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Accepted on the inbound listener, sent to the local application.
+    Inbound,
+    /// Accepted from the local application, sent to another workload.
+    Outbound,
+}
+
+/// The `tls` label: whether a connection was protected by mTLS.
+///
+/// Identity arrives in a later release; until then every connection is
+/// `disabled`, which is what Linkerd reports when identity is off.
+pub const TLS_DISABLED: &str = "disabled";
+
+/// Labels of `request_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// The request's authority (`host:port`).
+    pub authority: String,
+    /// See [`TLS_DISABLED`].
+    pub tls: &'static str,
+}
+
+/// Labels of `response_latency_ms`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    #[prometheus(flatten)]
+    request: RequestLabels,
+    /// HTTP status of the response.
+    pub status_code: u16,
+}
+
+/// Labels of `response_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    #[prometheus(flatten)]
+    request: RequestLabels,
+    /// HTTP status of the response.
+    pub status_code: u16,
+    /// `success` or `failure` (see [`crate::http::classify`]).
+    pub classification: &'static str,
+}
+
+/// Labels of the `tcp_*` metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `src` for accepted connections, `dst` for connections the proxy opened.
+    pub peer: &'static str,
+    /// See [`TLS_DISABLED`].
+    pub tls: &'static str,
+}
+
+/// Labels of `tcp_close_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpCloseLabels {
+    #[prometheus(flatten)]
+    tcp: TcpLabels,
+    /// Empty for a clean close, else the error (`ECONNRESET`, ...).
+    pub errno: &'static str,
+}
+
+/// All of the proxy's metrics, and the registry that renders them.
+#[derive(Clone)]
+pub struct Metrics {
+    /// HTTP request and response metrics.
+    pub http: HttpMetrics,
+    /// Transport-level metrics.
+    pub tcp: TcpMetrics,
+    registry: Arc<Registry>,
+}
+
+/// HTTP metric families (cheap to clone: families are shared).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    request_series: Arc<AtomicUsize>,
+    responses: Family<ResponseLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+}
+
+/// TCP metric families (cheap to clone: families are shared).
+#[derive(Clone, Default)]
+pub struct TcpMetrics {
+    open_total: Family<TcpLabels, Counter>,
+    open_connections: Family<TcpLabels, Gauge>,
+    read_bytes: Family<TcpLabels, Counter>,
+    write_bytes: Family<TcpLabels, Counter>,
+    close_total: Family<TcpCloseLabels, Counter>,
+}
+
+/// The metrics of one open connection, held for its lifetime; dropping it
+/// records the close.
+#[derive(Debug)]
+pub struct TcpConnMetrics {
+    /// Bytes read from the peer.
+    pub read_bytes: Counter,
+    /// Bytes written to the peer.
+    pub write_bytes: Counter,
+    open: Gauge,
+    labels: TcpLabels,
+    close_total: Family<TcpCloseLabels, Counter>,
+    errno: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_MS)
+}
+
+// === impl Direction ===
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates the families and registers them under Linkerd's names.
+    pub fn new() -> Self {
+        let http = HttpMetrics {
+            requests: Family::default(),
+            request_series: Arc::default(),
+            responses: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        let tcp = TcpMetrics::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "request",
+            "Total count of HTTP requests",
+            http.requests.clone(),
+        );
+        registry.register(
+            "response",
+            "Total count of HTTP responses",
+            http.responses.clone(),
+        );
+        registry.register(
+            "response_latency_ms",
+            "Elapsed times between a request's headers being received and its response's headers being received",
+            http.latency.clone(),
+        );
+        registry.register(
+            "tcp_open",
+            "Total count of opened connections",
+            tcp.open_total.clone(),
+        );
+        registry.register(
+            "tcp_open_connections",
+            "Number of currently-open connections",
+            tcp.open_connections.clone(),
+        );
+        registry.register(
+            "tcp_read_bytes",
+            "Total count of bytes read from peers",
+            tcp.read_bytes.clone(),
+        );
+        registry.register(
+            "tcp_write_bytes",
+            "Total count of bytes written to peers",
+            tcp.write_bytes.clone(),
+        );
+        registry.register(
+            "tcp_close",
+            "Total count of closed connections",
+            tcp.close_total.clone(),
+        );
+        Self {
+            http,
+            tcp,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl HttpMetrics ===
+
+impl HttpMetrics {
+    /// Builds request labels, folding the authority into `overflow` once
+    /// too many distinct values have been seen.
+    pub fn request_labels(&self, direction: Direction, authority: &str) -> RequestLabels {
+        let labels = RequestLabels {
+            direction: direction.as_str(),
+            authority: authority.to_string(),
+            tls: TLS_DISABLED,
+        };
+        if self.requests.get(&labels).is_some()
+            || self.request_series.fetch_add(1, Ordering::Relaxed) < MAX_REQUEST_SERIES
+        {
+            labels
+        } else {
+            RequestLabels {
+                authority: OVERFLOW_AUTHORITY.to_string(),
+                ..labels
+            }
+        }
+    }
+
+    /// Counts a request as it arrives.
+    pub fn request(&self, labels: &RequestLabels) {
+        self.requests.get_or_create(labels).inc();
+    }
+
+    /// Records the time to the response's headers.
+    pub fn latency(&self, labels: &RequestLabels, status: u16, elapsed_ms: f64) {
+        let labels = LatencyLabels {
+            request: labels.clone(),
+            status_code: status,
+        };
+        self.latency.get_or_create(&labels).observe(elapsed_ms);
+    }
+
+    /// Counts a finished response with its classification.
+    pub fn response(&self, labels: &RequestLabels, status: u16, success: bool) {
+        let labels = ResponseLabels {
+            request: labels.clone(),
+            status_code: status,
+            classification: if success { "success" } else { "failure" },
+        };
+        self.responses.get_or_create(&labels).inc();
+    }
+}
+
+// === impl TcpMetrics ===
+
+impl TcpMetrics {
+    /// Records a connection opening and returns its per-connection handle.
+    pub fn open(&self, direction: Direction, peer: &'static str) -> TcpConnMetrics {
+        let labels = TcpLabels {
+            direction: direction.as_str(),
+            peer,
+            tls: TLS_DISABLED,
+        };
+        self.open_total.get_or_create(&labels).inc();
+        let open = self.open_connections.get_or_create_owned(&labels);
+        open.inc();
+        TcpConnMetrics {
+            read_bytes: self.read_bytes.get_or_create_owned(&labels),
+            write_bytes: self.write_bytes.get_or_create_owned(&labels),
+            open,
+            labels,
+            close_total: self.close_total.clone(),
+            errno: "",
+        }
+    }
+}
+
+// === impl TcpConnMetrics ===
+
+impl TcpConnMetrics {
+    /// Remembers the error that ended the connection, for `tcp_close_total`.
+    pub fn set_error(&mut self, err: &std::io::Error) {
+        use std::io::ErrorKind::*;
+        self.errno = match err.kind() {
+            ConnectionReset => "ECONNRESET",
+            ConnectionAborted => "ECONNABORTED",
+            BrokenPipe => "EPIPE",
+            TimedOut => "ETIMEDOUT",
+            ConnectionRefused => "ECONNREFUSED",
+            _ => "EIO",
+        };
+    }
+}
+
+impl Drop for TcpConnMetrics {
+    fn drop(&mut self) {
+        self.open.dec();
+        let labels = TcpCloseLabels {
+            tcp: self.labels.clone(),
+            errno: self.errno,
+        };
+        self.close_total.get_or_create(&labels).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_linkerds() {
+        let m = Metrics::new();
+        let labels = m.http.request_labels(Direction::Inbound, "web.default:80");
+        m.http.request(&labels);
+        m.http.latency(&labels, 200, 3.2);
+        m.http.response(&labels, 200, true);
+        drop(m.tcp.open(Direction::Outbound, "dst"));
+        let text = m.encode();
+        for needle in [
+            r#"request_total{direction="inbound",authority="web.default:80",tls="disabled"} 1"#,
+            r#"response_total{direction="inbound",authority="web.default:80",tls="disabled",status_code="200",classification="success"} 1"#,
+            r#"response_latency_ms_bucket{le="4.0",direction="inbound",authority="web.default:80",tls="disabled",status_code="200"} 1"#,
+            r#"tcp_open_total{direction="outbound",peer="dst",tls="disabled"} 1"#,
+            r#"tcp_open_connections{direction="outbound",peer="dst",tls="disabled"} 0"#,
+            r#"tcp_close_total{direction="outbound",peer="dst",tls="disabled",errno=""} 1"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn authority_cardinality_is_bounded() {
+        let m = Metrics::new();
+        for i in 0..(MAX_REQUEST_SERIES + 500) {
+            let labels = m
+                .http
+                .request_labels(Direction::Outbound, &format!("h{i}:80"));
+            m.http.request(&labels);
+        }
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("request_total{"))
+            .count();
+        assert_eq!(series, MAX_REQUEST_SERIES + 1);
+        assert!(text.contains(r#"authority="overflow""#));
+    }
+}

@@ -1,0 +1,31 @@
+//! Opaque TCP forwarding: bytes in, bytes out, nothing interpreted.
+
+use super::connect::connect;
+use crate::metrics::{Direction, TcpMetrics};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Buffer size per direction; bounded so a slow reader applies
+/// backpressure instead of growing memory.
+const COPY_BUF: usize = 16 * 1024;
+
+/// Connects to `target` and copies bytes both ways until both sides close.
+/// Returns the connect error so the caller can reset the client.
+pub async fn forward<I>(
+    client: &mut I,
+    target: SocketAddr,
+    connect_timeout: Duration,
+    metrics: &TcpMetrics,
+    direction: Direction,
+) -> Result<(), super::connect::ConnectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut server = connect(target, connect_timeout, metrics, direction).await?;
+    match tokio::io::copy_bidirectional_with_sizes(client, &mut server, COPY_BUF, COPY_BUF).await {
+        Ok((up, down)) => tracing::debug!(%target, up, down, "opaque connection closed"),
+        Err(error) => tracing::debug!(%target, %error, "opaque connection failed"),
+    }
+    Ok(())
+}
