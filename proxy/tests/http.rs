@@ -1,4 +1,5 @@
 //! HTTP through real `weft-proxy` processes on loopback.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use bytes::Bytes;
 use http::Request;

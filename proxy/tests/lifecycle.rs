@@ -1,4 +1,5 @@
 //! Start-up, admin endpoints, idle reaping and graceful shutdown.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use bytes::Bytes;
 use http::Request;

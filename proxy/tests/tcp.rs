@@ -1,4 +1,5 @@
 //! Opaque TCP through real `weft-proxy` processes on loopback.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

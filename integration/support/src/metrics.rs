@@ -16,8 +16,11 @@ pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// One sample: metric name, labels, value.
+type Sample<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
 /// Splits `name{k="v",...} value` into its parts.
-fn parse_line(line: &str) -> Option<(&str, Vec<(&str, &str)>, f64)> {
+fn parse_line(line: &str) -> Option<Sample<'_>> {
     let (head, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let Some((name, rest)) = head.split_once('{') else {
