@@ -5,8 +5,18 @@
 # `kubernetes` source package (1.20.x on bookworm), builds kube-apiserver and
 # kube-controller-manager from it once, and caches them outside the clone:
 #
-#   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/<debian-version>/bin/
-#   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/current -> <debian-version>
+#   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/<debian-version>-weft<rev>/bin/
+#   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/current -> <debian-version>-weft<rev>
+#
+# <rev> is BUILD_REV below: bump it whenever the build recipe changes so
+# machines with an old cache rebuild.
+#
+# Go 1.19 (bookworm's) and Kubernetes 1.20's vendored modern-go/reflect2
+# v1.0.1 do not mix: the API server dies with "fatal error: fault" in
+# mapiterinit as soon as it encodes a map through json-iterator (first seen
+# on custom objects). reflect2 v1.0.2 fixed that for Go >= 1.18; Debian ships
+# it as golang-github-modern-go-reflect2-dev, and the build uses that copy in
+# place of the vendored one.
 #
 # A version-matched kubectl (from the kubernetes-client .deb, unpacked, not
 # installed, so it never fights another kubectl package) lands there too.
@@ -24,7 +34,10 @@ set -euo pipefail
 log() { printf '[k8s/install] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+[ -n "${WEFT_CACHE_DIR:-}" ] || [ -n "${HOME:-}" ] || die "set HOME or WEFT_CACHE_DIR"
 CACHE_ROOT="${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s"
+BUILD_REV=2
+REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 COMPONENTS=(kube-apiserver kube-controller-manager)
 
 SUDO=""
@@ -65,6 +78,7 @@ for cmd in find diff which; do
         which) missing+=(debianutils) ;;
     esac
 done
+[ -f "$REFLECT2/unsafe_map.go" ] || missing+=(golang-github-modern-go-reflect2-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_update
     log "installing: ${missing[*]}"
@@ -83,7 +97,7 @@ if [ -z "$version" ]; then
     [ -n "$version" ] && [ "$version" != "(none)" ] \
         || die "no kubernetes-client package known to apt; is this Debian bookworm?"
 fi
-VDIR="$CACHE_ROOT/$version"
+VDIR="$CACHE_ROOT/$version-weft$BUILD_REV"
 BIN="$VDIR/bin"
 mkdir -p "$BIN"
 
@@ -151,11 +165,13 @@ EOF
         [ -n "$srcdir" ] && rm -rf "$srcdir"
         apt_update
         log "apt-get source kubernetes=$version (in $SRC)"
-        (cd "$SRC" && apt-get source -qq "kubernetes=$version" >/dev/null)
+        (cd "$SRC" && apt-get source -qq -o APT::Sandbox::User=root "kubernetes=$version" >/dev/null)
         srcdir="$(find "$SRC" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' -print -quit)"
         [ -n "$srcdir" ] || die "apt-get source produced no kubernetes-* directory in $SRC"
         touch "$srcdir/.weft-extracted"
     fi
+    log "replacing vendored modern-go/reflect2 with Debian's ($REFLECT2)"
+    rsync -a --delete --exclude BUILD "$REFLECT2/" "$srcdir/vendor/github.com/modern-go/reflect2/"
 
     # --- 5. build ----------------------------------------------------------
     export GOPATH="$srcdir/.go"
@@ -189,7 +205,7 @@ EOF
     if [ ! -x "$BIN/kubectl" ]; then
         apt_update
         tmp="$(mktemp -d)"
-        (cd "$tmp" && apt-get download -qq "kubernetes-client=$version" >/dev/null)
+        (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "kubernetes-client=$version" >/dev/null)
         deb="$(find "$tmp" -name 'kubernetes-client_*.deb' -print -quit)"
         [ -n "$deb" ] || die "apt-get download kubernetes-client produced no .deb"
         dpkg-deb -x "$deb" "$tmp/x"
@@ -206,7 +222,13 @@ EOF
     fi
 fi
 
-ln -sfn "$version" "$CACHE_ROOT/current"
+ln -sfn "$(basename "$VDIR")" "$CACHE_ROOT/current"
+# Drop builds of older recipes (each is ~250 MB).
+for old in "$CACHE_ROOT"/*; do
+    [ -d "$old" ] && [ ! -L "$old" ] && [ "$old" != "$VDIR" ] || continue
+    log "removing stale build $old"
+    rm -rf "$old"
+done
 have_all_bins || die "binaries missing in $BIN"
 log "etcd: $(command -v etcd)"
 for c in "${COMPONENTS[@]}" kubectl; do

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
 };
-use k8s_openapi::api::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::ByteString;
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
-use crate::TestControlPlane;
+use crate::{TestControlPlane, TEST_NODE_NAME};
 
-/// Field manager used for server-side apply by [`TestControlPlane::apply_yaml`].
+/// Field manager the helpers write objects as.
 pub const FIELD_MANAGER: &str = "weft-kube-harness";
 /// How long helpers wait for the API to catch up (a CRD to be served, a
 /// ServiceAccount to get its token) unless told otherwise.
@@ -176,7 +176,9 @@ impl TestControlPlane {
             ..Namespace::default()
         };
         let api: Api<Namespace> = Api::all(self.client());
-        Ok(api.create(&PostParams::default(), &ns).await?)
+        api.create(&PostParams::default(), &ns)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     /// Waits until ServiceAccount `ns/name` exists and, when the
@@ -197,10 +199,13 @@ impl TestControlPlane {
             },
         )
         .await
+        .map_err(|e| self.check_alive().err().unwrap_or(e))
     }
 
     /// Creates or updates every object in a multi-document YAML string, by
-    /// server-side apply through the API's discovery (no kubectl needed).
+    /// create, or JSON merge patch when the object exists, through the API's
+    /// discovery (no kubectl needed). Server-side apply is not used: 1.20's
+    /// rejects common objects (a Service port without `protocol`).
     /// Namespaced objects without a namespace go to `default`. Kinds not
     /// served yet (a CRD applied in the same string) are retried until they
     /// appear, for at most a minute.
@@ -245,13 +250,30 @@ impl TestControlPlane {
             DEFAULT_WAIT,
             || async move { Ok(Some(discovery::pinned_kind(client_ref, gvk).await?)) },
         )
-        .await?;
+        .await
+        .map_err(|e| self.check_alive().err().unwrap_or(e))?;
         let api: Api<DynamicObject> = match caps.scope {
             Scope::Namespaced => Api::namespaced_with(client, &namespace, &ar),
             Scope::Cluster => Api::all_with(client, &ar),
         };
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api.patch(&name, &pp, &Patch::Apply(&value)).await?)
+        let obj: DynamicObject = serde_json::from_value(value.clone())?;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match api.create(&pp, &obj).await {
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let mp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                api.patch(&name, &mp, &Patch::Merge(&value))
+                    .await
+                    .map_err(|e| self.explain(e))
+            }
+            Err(e) => Err(self.explain(e)),
+        }
     }
 
     /// Waits until CustomResourceDefinition `name` (`plural.group`) is
@@ -276,6 +298,7 @@ impl TestControlPlane {
             },
         )
         .await
+        .map_err(|e| self.check_alive().err().unwrap_or(e))
     }
 
     /// Runs `kubectl --kubeconfig <admin> ARGS...` and returns its stdout;
@@ -307,19 +330,20 @@ impl TestControlPlane {
         let api: Api<ServiceAccount> = Api::namespaced(self.client(), ns);
         let req = TokenRequest {
             metadata: ObjectMeta::default(),
-            spec: TokenRequestSpec {
+            spec: Some(TokenRequestSpec {
                 audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
                 expiration_seconds,
                 ..TokenRequestSpec::default()
-            },
+            }),
             status: None,
         };
         let resp = api
             .create_token_request(service_account, &PostParams::default(), &req)
-            .await?;
-        resp.status.map(|s| s.token).ok_or_else(|| {
+            .await
+            .map_err(|e| self.explain(e))?;
+        resp.status.and_then(|s| s.token).ok_or_else(|| {
             Error::InvalidObject(format!(
-                "TokenRequest for {ns}/{service_account} came back without status"
+                "TokenRequest for {ns}/{service_account} came back without a token"
             ))
         })
     }
@@ -333,22 +357,42 @@ impl TestControlPlane {
     ) -> Result<MutatingWebhookConfiguration> {
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client());
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api
-            .patch(&reg.name, &pp, &Patch::Apply(&reg.to_object()))
-            .await?)
+        api.patch(&reg.name, &pp, &Patch::Apply(&reg.to_object()))
+            .await
+            .map_err(|e| self.explain(e))
     }
 
-    /// Plays the kubelet for Pod `ns/name`: sets phase Running, `podIP`/`podIPs`
-    /// to `ip`, every container running and ready, and the Ready condition,
-    /// through the status subresource. The endpoints controller then lists
-    /// the Pod behind matching Services.
+    /// Plays the scheduler and the kubelet for Pod `ns/name`: binds it to
+    /// [`TEST_NODE_NAME`] (through the `binding` subresource) if it is not
+    /// bound yet, then sets phase Running, `podIP`/`podIPs` to `ip`, every
+    /// container running and ready, and the Ready condition, through the
+    /// status subresource. The endpoints controllers then list the Pod behind
+    /// matching Services.
     ///
     /// The API rejects Endpoints addresses in 127.0.0.0/8 and link-local
     /// ranges; use a documentation range such as 192.0.2.0/24 (the address
     /// is only data: nothing connects to it).
     pub async fn set_pod_ready(&self, ns: &str, name: &str, ip: IpAddr) -> Result<Pod> {
         let api: Api<Pod> = Api::namespaced(self.client(), ns);
-        let pod = api.get(name).await?;
+        let mut pod = api.get(name).await.map_err(|e| self.explain(e))?;
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_none()
+        {
+            let binding = json!({
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": { "name": name, "namespace": ns },
+                "target": { "apiVersion": "v1", "kind": "Node", "name": TEST_NODE_NAME },
+            });
+            let _: Value = api
+                .create_subresource("binding", name, &PostParams::default(), &binding)
+                .await
+                .map_err(|e| self.explain(e))?;
+            pod = api.get(name).await.map_err(|e| self.explain(e))?;
+        }
         let now = serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))?;
         let containers = pod
             .spec
@@ -385,10 +429,50 @@ impl TestControlPlane {
                 "containerStatuses": statuses,
             }
         });
-        Ok(api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?)
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map_err(|e| self.explain(e))
     }
+}
+
+/// Creates the Node that test Pods are bound to, and marks it Ready once.
+pub(crate) async fn create_test_node(client: &kube::Client) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut node = Node::default();
+    node.metadata.name = Some(TEST_NODE_NAME.to_owned());
+    node.metadata.labels = Some(BTreeMap::from([
+        (
+            "kubernetes.io/hostname".to_owned(),
+            TEST_NODE_NAME.to_owned(),
+        ),
+        ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+    ]));
+    api.create(&PostParams::default(), &node).await?;
+    let now = serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
+        .map_err(kube::Error::SerdeError)?;
+    let status = json!({
+        "status": {
+            "conditions": [{
+                "type": "Ready",
+                "status": "True",
+                "reason": "WeftTestNode",
+                "message": "no kubelet: the test harness stands in for it",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }],
+            "addresses": [
+                { "type": "InternalIP", "address": "127.0.0.1" },
+                { "type": "Hostname", "address": TEST_NODE_NAME },
+            ],
+        }
+    });
+    api.patch_status(
+        TEST_NODE_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn run_kubectl(

@@ -40,6 +40,10 @@ use crate::process::{free_port, is_port_clash, Managed};
 const PORT_ATTEMPTS: usize = 3;
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(200);
+/// The one Node object every control plane has. There is no kubelet behind
+/// it: [`TestControlPlane::set_pod_ready`] binds Pods to it, because the
+/// endpoints controllers need a Pod's node to exist.
+pub const TEST_NODE_NAME: &str = "weft-test-node";
 /// The ServiceAccount token issuer (also the default API audience).
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -53,6 +57,8 @@ pub struct StartOptions {
     /// Upper bound on the whole start-up. Default 180 s, or
     /// `WEFT_KUBE_START_TIMEOUT_SECS`.
     pub timeout: Duration,
+    /// Programs to run instead of the ones [`Binaries::locate`] finds.
+    pub binaries: Option<Binaries>,
 }
 
 impl Default for StartOptions {
@@ -64,6 +70,7 @@ impl Default for StartOptions {
         Self {
             controller_manager: true,
             timeout: Duration::from_secs(secs),
+            binaries: None,
         }
     }
 }
@@ -108,7 +115,11 @@ impl TestControlPlane {
 
         let started = Instant::now();
         let deadline = started + opts.timeout;
-        let bins = Binaries::locate()?;
+        remove_orphaned_dirs();
+        let bins = match opts.binaries {
+            Some(b) => b,
+            None => Binaries::locate()?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("weft-kube-")
             .tempdir()
@@ -124,6 +135,11 @@ impl TestControlPlane {
             .prefix("weft-etcd-")
             .tempdir_in(&etcd_parent)
             .map_err(io_err(&etcd_parent))?;
+
+        for d in [dir.path(), etcd_data.path()] {
+            let f = d.join(OWNER_FILE);
+            std::fs::write(&f, std::process::id().to_string()).map_err(io_err(&f))?;
+        }
 
         let pki = Pki::generate(&base)?;
 
@@ -152,6 +168,9 @@ impl TestControlPlane {
         plane.client = client;
         plane.server_url = format!("https://127.0.0.1:{port}");
         tracing::info!(port, elapsed = ?started.elapsed(), "kube-apiserver ready");
+        helpers::create_test_node(&plane.client)
+            .await
+            .map_err(|e| plane.explain(e))?;
 
         if opts.controller_manager {
             let kcm = start_controller_manager(
@@ -202,8 +221,27 @@ impl TestControlPlane {
         [&self.etcd, &self.apiserver, &self.controller_manager]
             .into_iter()
             .flatten()
-            .filter_map(Managed::pid)
+            .map(Managed::pid)
             .collect()
+    }
+
+    /// `Ok` while every process of the control plane still runs; otherwise
+    /// an error naming the one that died, with the tail of its log.
+    pub fn check_alive(&self) -> Result<()> {
+        for m in self.components() {
+            if let Some(status) = m.exited() {
+                return Err(m.not_ready(format!("exited unexpectedly with {status}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns an API error into "component X died" when that explains it.
+    pub(crate) fn explain(&self, e: kube::Error) -> Error {
+        match self.check_alive() {
+            Err(died) => died,
+            Ok(()) => Error::Kube(e),
+        }
     }
 
     /// The kubectl this harness runs: the version-matched one from the
@@ -221,25 +259,24 @@ impl TestControlPlane {
 
 impl Drop for TestControlPlane {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Help whoever reads the failed test's output.
-            for m in self.components() {
+        // Help whoever reads a failed test's output.
+        let panicking = std::thread::panicking();
+        for m in self.components() {
+            let died = m.exited();
+            if panicking || died.is_some() {
+                let how = died.map_or_else(String::new, |s| format!(", exited by itself: {s}"));
                 eprintln!(
-                    "--- weft-kube-harness: last lines of {} ({}) ---\n{}",
+                    "--- weft-kube-harness: last lines of {} ({}{how}) ---\n{}",
                     m.component,
                     m.log.display(),
-                    m.log_tail(15)
+                    m.log_tail(if died.is_some() { 40 } else { 15 })
                 );
             }
         }
         // Stop in reverse start order, then remove files.
-        for m in [
-            &mut self.controller_manager,
-            &mut self.apiserver,
-            &mut self.etcd,
-        ]
-        .into_iter()
-        .flatten()
+        for m in [&self.controller_manager, &self.apiserver, &self.etcd]
+            .into_iter()
+            .flatten()
         {
             m.stop();
         }
@@ -250,6 +287,8 @@ impl Drop for TestControlPlane {
         if let Some(dir) = self.dir.take() {
             if keep {
                 let path = dir.keep();
+                // Not an orphan: the next start must leave it alone.
+                let _ = std::fs::remove_file(path.join(OWNER_FILE));
                 eprintln!("weft-kube-harness: kept {}", path.display());
             }
         }
@@ -306,6 +345,39 @@ impl Pki {
     }
 }
 
+/// Names the process that owns a control plane's directory.
+const OWNER_FILE: &str = "weft-owner.pid";
+
+/// Removes the directories of control planes whose test process was killed
+/// before it could clean up (its children die with it, via pdeathsig).
+/// etcd's data dir lives on tmpfs, so a leftover costs memory.
+fn remove_orphaned_dirs() {
+    let parents = [std::env::temp_dir(), PathBuf::from("/dev/shm")];
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("weft-kube-") || name.starts_with("weft-etcd-")) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+                continue;
+            };
+            let Ok(pid) = owner.trim().parse::<u32>() else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::debug!(path = %path.display(), pid, "removing orphaned control plane dir");
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
+
 /// A kubeconfig with the client certificate embedded.
 fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &IssuedCert) -> String {
     use base64::Engine as _;
@@ -356,8 +428,9 @@ async fn start_etcd(
     data: &Path,
     deadline: Instant,
 ) -> Result<(Managed, u16)> {
-    let mut last_err = None;
-    for attempt in 1..=PORT_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let client_port = free_port()?;
         let peer_port = free_port()?;
         let member_dir = data.join(format!("member-{attempt}"));
@@ -376,21 +449,19 @@ async fn start_etcd(
             "--log-outputs=stderr".to_owned(),
         ];
         let log = base.join(format!("etcd-{attempt}.log"));
-        let mut p = Managed::spawn("etcd", &bins.etcd, &args, log)?;
-        match wait_etcd(&mut p, client_port, deadline).await {
+        let p = Managed::spawn("etcd", &bins.etcd, &args, log)?;
+        match wait_etcd(&p, client_port, deadline).await {
             Ok(()) => return Ok((p, client_port)),
             Err(e) if attempt < PORT_ATTEMPTS && is_port_clash(&p.log_tail(50)) => {
                 tracing::warn!("etcd port clash, retrying on new ports: {e}");
                 p.stop();
-                last_err = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| Error::InvalidObject("etcd start loop".into())))
 }
 
-async fn wait_etcd(p: &mut Managed, port: u16, deadline: Instant) -> Result<()> {
+async fn wait_etcd(p: &Managed, port: u16, deadline: Instant) -> Result<()> {
     loop {
         if let Some(status) = p.exited() {
             return Err(p.not_ready(format!("exited with {status}")));
@@ -428,8 +499,9 @@ async fn start_apiserver(
     etcd_port: u16,
     deadline: Instant,
 ) -> Result<(Managed, u16, Client)> {
-    let mut last_err = None;
-    for attempt in 1..=PORT_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = base.join("admin.kubeconfig");
@@ -460,27 +532,25 @@ async fn start_apiserver(
             "--v=1".to_owned(),
         ];
         let log = base.join(format!("kube-apiserver-{attempt}.log"));
-        let mut proc = Managed::spawn("kube-apiserver", &bins.kube_apiserver, &args, log)?;
+        let proc = Managed::spawn("kube-apiserver", &bins.kube_apiserver, &args, log)?;
         let client = client_from_kubeconfig(&kubeconfig).await?;
-        match wait_apiserver(&mut proc, &client, deadline).await {
+        match wait_apiserver(&proc, &client, deadline).await {
             Ok(()) => return Ok((proc, port, client)),
             Err(e) if attempt < PORT_ATTEMPTS && is_port_clash(&proc.log_tail(50)) => {
                 tracing::warn!("kube-apiserver port clash, retrying on a new port: {e}");
                 proc.stop();
-                last_err = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| Error::InvalidObject("apiserver start loop".into())))
 }
 
-async fn wait_apiserver(p: &mut Managed, client: &Client, deadline: Instant) -> Result<()> {
-    let mut last = String::from("no answer yet");
+async fn wait_apiserver(p: &Managed, client: &Client, deadline: Instant) -> Result<()> {
     loop {
         if let Some(status) = p.exited() {
             return Err(p.not_ready(format!("exited with {status}")));
         }
+        let last;
         let req = http::Request::get("/readyz").body(Vec::new());
         match req {
             Ok(req) => {
@@ -523,11 +593,13 @@ async fn start_controller_manager(
         format!("--cluster-signing-cert-file={}", p(&pki.ca_crt)),
         format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
         "--use-service-account-credentials=false".to_owned(),
-        "--controllers=*".to_owned(),
+        // No kubelet posts node heartbeats, so the node lifecycle controller
+        // would mark the test Node unreachable and evict its Pods.
+        "--controllers=*,-nodelifecycle".to_owned(),
         "--v=1".to_owned(),
     ];
     let log = base.join("kube-controller-manager.log");
-    let mut proc = Managed::spawn(
+    let proc = Managed::spawn(
         "kube-controller-manager",
         &bins.kube_controller_manager,
         &args,

@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{io_err, Error, Result};
 
@@ -19,7 +20,8 @@ const SETPRIV: &str = "/usr/bin/setpriv";
 /// Dropping it kills (SIGKILL) and reaps exactly this process.
 pub(crate) struct Managed {
     pub(crate) component: &'static str,
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
+    pid: u32,
     pub(crate) log: PathBuf,
 }
 
@@ -48,24 +50,26 @@ impl Managed {
             program: program.to_owned(),
             source,
         })?;
-        tracing::debug!(component, pid = child.id(), log = %log.display(), "spawned");
+        let pid = child.id();
+        tracing::debug!(component, pid, log = %log.display(), "spawned");
         Ok(Self {
             component,
-            child: Some(child),
+            child: Mutex::new(Some(child)),
+            pid,
             log,
         })
     }
 
     /// The OS process id.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
-    /// `Some(status)` once the process has exited.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+    /// `Some(status)` once the process has exited by itself (not after
+    /// [`stop`](Self::stop)).
+    pub(crate) fn exited(&self) -> Option<ExitStatus> {
+        let mut guard = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `lines` lines of the log.
@@ -84,14 +88,18 @@ impl Managed {
     }
 
     /// Kills and reaps the process; a no-op the second time.
-    pub(crate) fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id();
+    pub(crate) fn stop(&self) {
+        let taken = self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut child) = taken {
             if let Ok(None) = child.try_wait() {
                 let _ = child.kill();
             }
             let _ = child.wait();
-            tracing::debug!(component = self.component, pid, "stopped");
+            tracing::debug!(component = self.component, pid = self.pid, "stopped");
         }
     }
 }

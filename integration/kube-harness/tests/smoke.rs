@@ -104,7 +104,11 @@ async fn crd_and_custom_object_round_trip() -> Result<()> {
     second.data = json!({ "spec": { "size": 7, "colour": "plum" } });
     widgets.create(&PostParams::default(), &second).await?;
     let list = widgets.list(&Default::default()).await?;
-    let mut names: Vec<_> = list.items.iter().filter_map(|w| w.metadata.name.clone()).collect();
+    let mut names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|w| w.metadata.name.clone())
+        .collect();
     names.sort();
     ensure!(names == ["first", "second"], "listed {names:?}");
     let got = widgets.get("second").await?;
@@ -152,7 +156,10 @@ async fn token_request_then_token_review() -> Result<()> {
         .create(&PostParams::default(), &review("identity.l5d.io"))
         .await?;
     let status = ok.status.context("TokenReview without status")?;
-    ensure!(status.authenticated == Some(true), "not authenticated: {status:?}");
+    ensure!(
+        status.authenticated == Some(true),
+        "not authenticated: {status:?}"
+    );
     let user = status.user.context("no user")?;
     ensure!(
         user.username.as_deref() == Some("system:serviceaccount:identity-smoke:web"),
@@ -215,7 +222,21 @@ async fn ready_pod_yields_endpoints_from_controller_manager() -> Result<()> {
     plane.wait_for_service_account(ns, "default").await?;
     plane.apply_yaml(WEB_SERVICE_AND_POD).await?;
 
-    // Not ready yet: the Pod must not be listed as ready.
+    // The controller makes the Endpoints object at once, empty while the Pod
+    // has no IP and is not Ready.
+    let eps: Api<Endpoints> = Api::namespaced(plane.client(), ns);
+    let eps = &eps;
+    let empty = wait_for(
+        "Endpoints web to exist",
+        Duration::from_secs(60),
+        || async move { Ok(eps.get_opt("web").await?) },
+    )
+    .await?;
+    ensure!(
+        empty.subsets.unwrap_or_default().is_empty(),
+        "endpoints before the Pod is ready"
+    );
+
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)); // TEST-NET-1: data only
     let pod = plane.set_pod_ready(ns, "web-1", ip).await?;
     ensure!(
@@ -223,8 +244,6 @@ async fn ready_pod_yields_endpoints_from_controller_manager() -> Result<()> {
         "pod IP not set"
     );
 
-    let eps: Api<Endpoints> = Api::namespaced(plane.client(), ns);
-    let eps = &eps;
     let ep = wait_for(
         "Endpoints web to list web-1",
         Duration::from_secs(60),
@@ -245,9 +264,46 @@ async fn ready_pod_yields_endpoints_from_controller_manager() -> Result<()> {
     .await?;
     tracing::info!(?ep, "endpoints");
 
+    // 1.20 serves EndpointSlices as discovery.k8s.io/v1beta1 only (the
+    // controller must fall back to core/v1 Endpoints); the slice controller
+    // lists the Pod there too.
+    let client = plane.client();
+    let v1 = GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice");
+    ensure!(
+        kube::discovery::pinned_kind(&client, &v1).await.is_err(),
+        "discovery.k8s.io/v1 is served: not a 1.20 server?"
+    );
+    let v1beta1 = GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice");
+    let (ar, _) = kube::discovery::pinned_kind(&client, &v1beta1).await?;
+    let slices: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
+    let slices = &slices;
+    wait_for(
+        "an EndpointSlice for web listing 192.0.2.10",
+        Duration::from_secs(60),
+        || async move {
+            let list = slices
+                .list(&kube::api::ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await?;
+            let found = list.items.iter().any(|s| {
+                s.data["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["addresses"][0] == "192.0.2.10")
+            });
+            Ok(found.then_some(()))
+        },
+    )
+    .await?;
+
     // The Service got a cluster IP from the API server.
-    let svc = Api::<Service>::namespaced(plane.client(), ns).get("web").await?;
-    ensure!(svc.spec.and_then(|s| s.cluster_ip).is_some(), "no cluster IP");
+    let svc = Api::<Service>::namespaced(plane.client(), ns)
+        .get("web")
+        .await?;
+    ensure!(
+        svc.spec.and_then(|s| s.cluster_ip).is_some(),
+        "no cluster IP"
+    );
     Ok(())
 }
 
@@ -276,25 +332,36 @@ async fn mutating_webhook_patch_is_applied_on_pod_create() -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(plane.client(), ns);
     let attempt = AtomicUsize::new(0);
     let (pods_ref, attempt) = (&pods, &attempt);
-    let pod = wait_for("a Pod mutated by the webhook", Duration::from_secs(60), || async move {
-        let n = attempt.fetch_add(1, Ordering::SeqCst);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": { "name": format!("p-{n}"), "labels": { "app": "p" } },
-            "spec": { "containers": [ { "name": "app", "image": "weft.test/p:1" } ] }
-        }))?;
-        let created = pods_ref.create(&PostParams::default(), &pod).await?;
-        let mutated = created
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(webhook::ANNOTATION))
-            .is_some_and(|v| v == "true");
-        Ok(mutated.then_some(created))
-    })
+    let pod = wait_for(
+        "a Pod mutated by the webhook",
+        Duration::from_secs(60),
+        || async move {
+            let n = attempt.fetch_add(1, Ordering::SeqCst);
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": { "name": format!("p-{n}"), "labels": { "app": "p" } },
+                "spec": { "containers": [ { "name": "app", "image": "weft.test/p:1" } ] }
+            }))?;
+            let created = pods_ref.create(&PostParams::default(), &pod).await?;
+            let mutated = created
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(webhook::ANNOTATION))
+                .is_some_and(|v| v == "true");
+            Ok(mutated.then_some(created))
+        },
+    )
     .await?;
     ensure!(calls.load(Ordering::SeqCst) >= 1, "webhook never called");
     // The label the Pod was created with survives the patch.
-    ensure!(pod.metadata.labels.unwrap_or_default().get("app").map(String::as_str) == Some("p"));
+    ensure!(
+        pod.metadata
+            .labels
+            .unwrap_or_default()
+            .get("app")
+            .map(String::as_str)
+            == Some("p")
+    );
     // Pods outside the selected namespace are not sent to the webhook.
     let before = calls.load(Ordering::SeqCst);
     plane
@@ -302,17 +369,21 @@ async fn mutating_webhook_patch_is_applied_on_pod_create() -> Result<()> {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  namespace: default\nspec:\n  containers:\n  - name: app\n    image: weft.test/p:1\n",
         )
         .await?;
-    let plain = Api::<Pod>::namespaced(plane.client(), "default").get("plain").await?;
+    let plain = Api::<Pod>::namespaced(plane.client(), "default")
+        .get("plain")
+        .await?;
     ensure!(
-        plain
+        !plain
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(webhook::ANNOTATION)
-            .is_none(),
+            .contains_key(webhook::ANNOTATION),
         "pod outside the namespace selector was mutated"
     );
-    ensure!(calls.load(Ordering::SeqCst) == before, "webhook called for default ns");
+    ensure!(
+        calls.load(Ordering::SeqCst) == before,
+        "webhook called for default ns"
+    );
     server.shutdown().await;
     Ok(())
 }
@@ -344,7 +415,13 @@ data:
     let cm = Api::<ConfigMap>::namespaced(plane.client(), "kubectl-smoke")
         .get("settings")
         .await?;
-    ensure!(cm.data.unwrap_or_default().get("colour").map(String::as_str) == Some("teal"));
+    ensure!(
+        cm.data
+            .unwrap_or_default()
+            .get("colour")
+            .map(String::as_str)
+            == Some("teal")
+    );
 
     // Re-apply with a change, from stdin this time.
     let out = plane
@@ -366,5 +443,36 @@ data:
         ])
         .await?;
     ensure!(got == "plum", "kubectl get said {got:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_start_is_an_error_with_the_log_tail() -> Result<()> {
+    init_tracing();
+    // A stand-in "kube-apiserver" that complains and exits.
+    let dir = tempfile::tempdir()?;
+    let fake = dir.path().join("kube-apiserver");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'boom: this is not an API server' >&2\nexit 3\n",
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let mut bins = weft_kube_harness::Binaries::locate()?;
+    bins.kube_apiserver = fake;
+    let opts = StartOptions {
+        controller_manager: false,
+        timeout: Duration::from_secs(60),
+        binaries: Some(bins),
+    };
+    let err = match TestControlPlane::start_with(opts).await {
+        Ok(_) => anyhow::bail!("start succeeded with a broken kube-apiserver"),
+        Err(e) => e.to_string(),
+    };
+    ensure!(err.contains("kube-apiserver did not become ready"), "{err}");
+    ensure!(err.contains("exit status: 3"), "{err}");
+    ensure!(err.contains("boom: this is not an API server"), "{err}");
     Ok(())
 }
