@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every Weft test: the one command in the README, and what CI runs.
+#
+#  1. installs what the tests need (the test Kubernetes control plane:
+#     etcd, kube-apiserver, kube-controller-manager, kubectl; cached, so
+#     later runs skip it in about a second);
+#  2. checks formatting and lints (warnings are errors);
+#  3. runs the whole workspace's tests with cargo-nextest.
+#
+# Environment: CARGO_TARGET_DIR (where cargo builds), WEFT_CACHE_DIR (where
+# the control-plane binaries are cached, default $HOME/.cache/weft).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "test prerequisites (integration/k8s/install.sh)"
+bash integration/k8s/install.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the workspace binaries the tests run"
+cargo build --workspace --locked --bins
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --profile ci
+else
+    echo "cargo-nextest not found; falling back to cargo test" >&2
+    cargo test --workspace --locked
+fi
