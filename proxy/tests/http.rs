@@ -262,7 +262,7 @@ async fn concurrent_slow_requests(
     to: SocketAddr,
     n: usize,
 ) -> Vec<http::Response<hyper::body::Incoming>> {
-    let reqs = (0..n).map(|_| send_h1(via, get(&format!("http://{to}/slow/300"))));
+    let reqs = (0..n).map(|_| send_h1(via, get(&format!("http://{to}/slow/1000"))));
     futures::future::join_all(reqs)
         .await
         .into_iter()

@@ -50,18 +50,7 @@ impl ProxyError {
         let mut source = std::error::Error::source(&err);
         while let Some(e) = source {
             if let Some(connect) = e.downcast_ref::<ConnectError>() {
-                return match connect {
-                    ConnectError::Timeout { addr, timeout } => ConnectError::Timeout {
-                        addr: *addr,
-                        timeout: *timeout,
-                    }
-                    .into(),
-                    ConnectError::Io { addr, source } => ConnectError::Io {
-                        addr: *addr,
-                        source: std::io::Error::new(source.kind(), source.to_string()),
-                    }
-                    .into(),
-                };
+                return connect.clone().into();
             }
             source = e.source();
         }

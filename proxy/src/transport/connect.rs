@@ -3,11 +3,13 @@
 use crate::metrics::{Direction, TcpMetrics};
 use crate::transport::io::MeteredIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// Why a connection to a target could not be made.
-#[derive(Debug, thiserror::Error)]
+/// Why a connection to a target could not be made. Cloneable so that the
+/// HTTP client's error chain can hand it back intact.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The target did not answer in time.
     #[error("connect to {addr} timed out after {timeout:?}")]
@@ -24,7 +26,7 @@ pub enum ConnectError {
         addr: SocketAddr,
         /// The socket error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -37,7 +39,12 @@ pub async fn connect(
 ) -> Result<MeteredIo<TcpStream>, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
-        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                addr,
+                source: Arc::new(source),
+            })
+        }
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
