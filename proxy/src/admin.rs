@@ -6,6 +6,7 @@
 
 use crate::drain::Drain;
 use crate::http::body::{self, BoxBody};
+use crate::identity::LocalIdentity;
 use crate::metrics::Metrics;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -21,18 +22,26 @@ pub struct Admin {
     metrics: Metrics,
     drain: Drain,
     ready_message: Arc<str>,
+    identity: Option<LocalIdentity>,
 }
 
 // === impl Admin ===
 
 impl Admin {
     /// `ready_message` is the body of `/ready`, which says how the proxy
-    /// runs (for example that identity is disabled).
-    pub fn new(metrics: Metrics, drain: Drain, ready_message: &str) -> Self {
+    /// runs (for example that identity is disabled). With `identity`, the
+    /// proxy is ready only once it holds a certificate.
+    pub fn new(
+        metrics: Metrics,
+        drain: Drain,
+        ready_message: &str,
+        identity: Option<LocalIdentity>,
+    ) -> Self {
         Self {
             metrics,
             drain,
             ready_message: ready_message.into(),
+            identity,
         }
     }
 
@@ -80,6 +89,11 @@ impl Admin {
             (&Method::GET, "/ready") => {
                 if self.drain.is_draining() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+                } else if self.identity.as_ref().is_some_and(|id| !id.is_ready()) {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for a certificate from the identity service\n".into(),
+                    )
                 } else {
                     text(StatusCode::OK, format!("ready\n{}\n", self.ready_message))
                 }

@@ -6,6 +6,7 @@ use crate::conn::Side;
 use crate::drain::Drain;
 use crate::http::client::{ClientSettings, Clients};
 use crate::http::server::ServerSettings;
+use crate::identity::LocalIdentity;
 use crate::inbound::Inbound;
 use crate::metrics::{Direction, Metrics};
 use crate::outbound::Outbound;
@@ -18,6 +19,9 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] std::io::Error),
+    /// The identity settings are unusable.
+    #[error("identity: {0}")]
+    Identity(String),
     /// The configuration contradicts itself.
     #[error("WEFT_PROXY_INBOUND_FORWARD={0} points at the inbound listener itself")]
     ForwardLoop(std::net::SocketAddr),
@@ -38,7 +42,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let admin_listener = listen::bind(config.admin_addr).await?;
     let outbound_addr = outbound_listener.local_addr()?;
 
-    let metrics = Metrics::new();
+    let identity = match &config.identity {
+        None => None,
+        Some(id) => {
+            let pem = std::fs::read_to_string(&id.trust_anchors).map_err(|e| {
+                StartError::Identity(format!("cannot read {}: {e}", id.trust_anchors.display()))
+            })?;
+            let roots = weft_identity::load_trust_anchors(&pem).map_err(|e| {
+                StartError::Identity(format!("{}: {e}", id.trust_anchors.display()))
+            })?;
+            Some(
+                LocalIdentity::new(&id.name, roots)
+                    .map_err(|e| StartError::Identity(e.to_string()))?,
+            )
+        }
+    };
+    let metrics = Metrics::new(identity.is_some());
     let drain = Drain::new();
     let server = ServerSettings {
         idle_timeout: config.idle_timeout,
@@ -56,24 +75,48 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         detect_timeout: config.detect_timeout,
         connect_timeout: config.connect_timeout,
         server: server.clone(),
+        identity: identity.clone(),
+        require_identity_ports: config.require_identity_ports.clone(),
     };
 
     let inbound = Inbound::new(
         side(Direction::Inbound),
         config.inbound_forward,
         metrics.http.clone(),
-        Clients::new(client.clone(), metrics.tcp.clone(), Direction::Inbound),
+        Clients::new(
+            client.clone(),
+            metrics.tcp.clone(),
+            Direction::Inbound,
+            None,
+        ),
     );
     let outbound = Outbound::new(
         side(Direction::Outbound),
         outbound_addr,
         config.meshed_targets.clone(),
         metrics.http.clone(),
-        Clients::new(client, metrics.tcp.clone(), Direction::Outbound),
+        Clients::new(
+            client,
+            metrics.tcp.clone(),
+            Direction::Outbound,
+            identity.clone(),
+        ),
     );
 
-    let identity_note = "identity: disabled (connections are plaintext)";
-    tracing::warn!("identity is not configured: meshed connections are plaintext");
+    let identity_note = match (&identity, &config.identity) {
+        (Some(local), Some(cfg)) => {
+            tokio::spawn(crate::identity::certify::run(
+                local.clone(),
+                cfg.clone(),
+                metrics.identity.clone(),
+            ));
+            format!("identity: {}", local.name())
+        }
+        _ => {
+            tracing::warn!("identity is not configured: meshed connections are plaintext");
+            "identity: disabled (connections are plaintext)".to_string()
+        }
+    };
     tracing::info!(
         inbound = %inbound_listener.local_addr()?,
         outbound = %outbound_addr,
@@ -82,7 +125,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "weft-proxy listening"
     );
 
-    tokio::spawn(Admin::new(metrics.clone(), drain.clone(), identity_note).serve(admin_listener));
+    tokio::spawn(
+        Admin::new(
+            metrics.clone(),
+            drain.clone(),
+            &identity_note,
+            identity.clone(),
+        )
+        .serve(admin_listener),
+    );
     let inbound_task = tokio::spawn(listen::serve(inbound_listener, drain.clone(), move |a| {
         inbound.clone().serve(a)
     }));

@@ -4,8 +4,10 @@
 //! parse stops the proxy at start-up with an error naming the variable, so a
 //! typo never silently turns into a default. `docs/proxy.md` lists them all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A configuration value that could not be used.
@@ -33,9 +35,16 @@ pub struct Config {
     /// (`WEFT_PROXY_OPAQUE_PORTS`, e.g. `25,3306,4222-4224`).
     pub opaque_ports: PortSet,
     /// Targets known to run a Weft proxy, to which HTTP/1 is carried over
-    /// HTTP/2 (`WEFT_PROXY_MESHED_TARGETS`: `*` or `ip:port,...`). Discovery
-    /// replaces this setting once the destination service exists.
+    /// HTTP/2 and, when their identity is given, mTLS is used
+    /// (`WEFT_PROXY_MESHED_TARGETS`: `*` or `ip:port[=identity],...`).
+    /// Discovery replaces this setting once the destination service exists.
     pub meshed_targets: MeshedTargets,
+    /// This proxy's identity, when mTLS is configured (see
+    /// [`IdentityConfig`]); `None` runs plaintext.
+    pub identity: Option<IdentityConfig>,
+    /// Inbound destination ports that refuse connections without a
+    /// verified client identity (`WEFT_PROXY_REQUIRE_IDENTITY_PORTS`).
+    pub require_identity_ports: PortSet,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
     pub detect_timeout: Duration,
@@ -59,6 +68,28 @@ pub struct Config {
     pub max_concurrent_streams: u32,
 }
 
+/// How the proxy obtains its mTLS identity. All four variables must be set
+/// together (or none of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// This proxy's identity (`WEFT_PROXY_IDENTITY_NAME`), e.g.
+    /// `web.shop.serviceaccount.identity.weft.cluster.local`.
+    pub name: String,
+    /// The controller's identity service (`WEFT_PROXY_IDENTITY_ADDR`,
+    /// `host:port`).
+    pub addr: String,
+    /// The ServiceAccount token, re-read on every refresh
+    /// (`WEFT_PROXY_IDENTITY_TOKEN_FILE`).
+    pub token_file: PathBuf,
+    /// PEM file of trust anchors (`WEFT_PROXY_TRUST_ANCHORS`).
+    pub trust_anchors: PathBuf,
+    /// The identity the controller must present
+    /// (`WEFT_PROXY_CONTROL_IDENTITY`; default
+    /// `weft-controller.weft.serviceaccount.identity.weft.<trust domain>`,
+    /// with the trust domain taken from this proxy's name).
+    pub control_identity: String,
+}
+
 /// A set of TCP ports, parsed from `p1,p2,lo-hi`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortSet(BTreeSet<u16>);
@@ -69,10 +100,17 @@ pub enum MeshedTargets {
     /// No target is known to be meshed: plain HTTP/1 everywhere.
     #[default]
     None,
-    /// Every target is meshed.
+    /// Every target is meshed (identities unknown: no mTLS).
     All,
-    /// Only these addresses are.
-    Some(BTreeSet<SocketAddr>),
+    /// Only these addresses are, each with its identity if known.
+    Some(BTreeMap<SocketAddr, Option<Arc<str>>>),
+}
+
+/// What is known about a meshed target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meshed {
+    /// The identity its proxy must prove; `None` means plaintext.
+    pub identity: Option<Arc<str>>,
 }
 
 // === impl Config ===
@@ -132,7 +170,24 @@ impl Config {
             },
         };
 
+        let require_identity_ports = match var("WEFT_PROXY_REQUIRE_IDENTITY_PORTS") {
+            None => PortSet::default(),
+            Some(v) => {
+                PortSet::parse(&v).map_err(|r| err("WEFT_PROXY_REQUIRE_IDENTITY_PORTS", &v, r))?
+            }
+        };
+        let identity = IdentityConfig::from_vars(&var)?;
+        if identity.is_none() && require_identity_ports != PortSet::default() {
+            return Err(err(
+                "WEFT_PROXY_REQUIRE_IDENTITY_PORTS",
+                &var("WEFT_PROXY_REQUIRE_IDENTITY_PORTS").unwrap_or_default(),
+                "requires identity (WEFT_PROXY_IDENTITY_*) to be configured".into(),
+            ));
+        }
+
         Ok(Config {
+            identity,
+            require_identity_ports,
             inbound_addr: addr("WEFT_PROXY_INBOUND_ADDR", "0.0.0.0:4143")?,
             outbound_addr: addr("WEFT_PROXY_OUTBOUND_ADDR", "127.0.0.1:4140")?,
             admin_addr: addr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:4191")?,
@@ -202,6 +257,58 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+// === impl IdentityConfig ===
+
+impl IdentityConfig {
+    fn from_vars(
+        var: &dyn Fn(&'static str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        const VARS: [&str; 4] = [
+            "WEFT_PROXY_IDENTITY_NAME",
+            "WEFT_PROXY_IDENTITY_ADDR",
+            "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+            "WEFT_PROXY_TRUST_ANCHORS",
+        ];
+        let values: Vec<Option<String>> = VARS.iter().map(|v| var(v)).collect();
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if let Some(i) = values.iter().position(Option::is_none) {
+            return Err(err(
+                VARS[i],
+                "",
+                format!("identity needs all of {} set", VARS.join(", ")),
+            ));
+        }
+        let [name, addr, token_file, trust_anchors] = <[Option<String>; 4]>::try_from(values)
+            .map_err(|_| err(VARS[0], "", "internal".into()))?;
+        let (name, addr) = (name.unwrap_or_default(), addr.unwrap_or_default());
+        let control_identity = match var("WEFT_PROXY_CONTROL_IDENTITY") {
+            Some(id) => id,
+            None => {
+                let domain = name
+                    .split_once(".serviceaccount.identity.weft.")
+                    .map(|(_, domain)| domain)
+                    .ok_or_else(|| {
+                        err(
+                            "WEFT_PROXY_IDENTITY_NAME",
+                            &name,
+                            "expected SA.NS.serviceaccount.identity.weft.TRUST_DOMAIN (or set WEFT_PROXY_CONTROL_IDENTITY)".into(),
+                        )
+                    })?;
+                format!("weft-controller.weft.serviceaccount.identity.weft.{domain}")
+            }
+        };
+        Ok(Some(Self {
+            name,
+            addr,
+            token_file: token_file.unwrap_or_default().into(),
+            trust_anchors: trust_anchors.unwrap_or_default().into(),
+            control_identity,
+        }))
+    }
+}
+
 // === impl PortSet ===
 
 impl PortSet {
@@ -241,26 +348,36 @@ impl PortSet {
 // === impl MeshedTargets ===
 
 impl MeshedTargets {
-    /// Parses `*` or a comma-separated list of `ip:port`.
+    /// Parses `*` or a comma-separated list of `ip:port` or
+    /// `ip:port=identity`.
     pub fn parse(value: &str) -> Result<Self, String> {
         if value.trim() == "*" {
             return Ok(Self::All);
         }
-        let addrs = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|_| format!("{s:?} is not ip:port")))
-            .collect::<Result<BTreeSet<SocketAddr>, _>>()?;
-        Ok(Self::Some(addrs))
+        let mut targets = BTreeMap::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (addr, identity) = match item.split_once('=') {
+                Some((addr, id)) if !id.trim().is_empty() => (addr, Some(Arc::from(id.trim()))),
+                Some(_) => return Err(format!("{item:?} has an empty identity")),
+                None => (item, None),
+            };
+            let addr: SocketAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("{addr:?} is not ip:port"))?;
+            targets.insert(addr, identity);
+        }
+        Ok(Self::Some(targets))
     }
 
-    /// True if `addr` is known to run a Weft proxy.
-    pub fn contains(&self, addr: &SocketAddr) -> bool {
+    /// What is known about `addr`, if it runs a Weft proxy.
+    pub fn get(&self, addr: &SocketAddr) -> Option<Meshed> {
         match self {
-            Self::None => false,
-            Self::All => true,
-            Self::Some(set) => set.contains(addr),
+            Self::None => None,
+            Self::All => Some(Meshed { identity: None }),
+            Self::Some(map) => map.get(addr).map(|identity| Meshed {
+                identity: identity.clone(),
+            }),
         }
     }
 }
@@ -323,12 +440,44 @@ mod tests {
 
     #[test]
     fn meshed_targets() {
-        let m = MeshedTargets::parse("127.0.0.1:4143, 10.0.0.1:4143").unwrap();
-        assert!(m.contains(&"10.0.0.1:4143".parse().unwrap()));
-        assert!(!m.contains(&"10.0.0.2:4143".parse().unwrap()));
-        assert!(MeshedTargets::parse("*")
-            .unwrap()
-            .contains(&"1.2.3.4:5".parse().unwrap()));
+        let m = MeshedTargets::parse(
+            "127.0.0.1:4143, 10.0.0.1:4143=b.ns.serviceaccount.identity.weft.cluster.local",
+        )
+        .unwrap();
+        let a = m.get(&"127.0.0.1:4143".parse().unwrap());
+        assert_eq!(a, Some(Meshed { identity: None }));
+        let b = m.get(&"10.0.0.1:4143".parse().unwrap()).unwrap();
+        assert_eq!(
+            b.identity.as_deref(),
+            Some("b.ns.serviceaccount.identity.weft.cluster.local")
+        );
+        assert_eq!(m.get(&"10.0.0.2:4143".parse().unwrap()), None);
+        let all = MeshedTargets::parse("*").unwrap();
+        assert!(all.get(&"1.2.3.4:5".parse().unwrap()).is_some());
         assert!(MeshedTargets::parse("host").is_err());
+        assert!(MeshedTargets::parse("1.2.3.4:5=").is_err());
+    }
+
+    #[test]
+    fn identity_is_all_or_nothing() {
+        let name = "a.b.serviceaccount.identity.weft.cluster.local";
+        let e = config(&[("WEFT_PROXY_IDENTITY_NAME", name)]).unwrap_err();
+        assert!(e.to_string().contains("WEFT_PROXY_IDENTITY_ADDR"), "{e}");
+        let c = config(&[
+            (
+                "WEFT_PROXY_IDENTITY_NAME",
+                "a.b.serviceaccount.identity.weft.example.org",
+            ),
+            ("WEFT_PROXY_IDENTITY_ADDR", "127.0.0.1:8080"),
+            ("WEFT_PROXY_IDENTITY_TOKEN_FILE", "/t"),
+            ("WEFT_PROXY_TRUST_ANCHORS", "/ca.crt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.identity.unwrap().control_identity,
+            "weft-controller.weft.serviceaccount.identity.weft.example.org"
+        );
+        let e = config(&[("WEFT_PROXY_REQUIRE_IDENTITY_PORTS", "80")]).unwrap_err();
+        assert!(e.to_string().contains("requires identity"), "{e}");
     }
 }

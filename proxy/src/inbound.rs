@@ -5,7 +5,7 @@
 //! that a peer proxy upgraded from HTTP/1 are restored to HTTP/1 for the
 //! application.
 
-use crate::conn::Side;
+use crate::conn::{Side, Target};
 use crate::http::client::{Clients, Endpoint};
 use crate::http::errors::{NewErrors, ProxyError};
 use crate::http::forward::Forward;
@@ -76,9 +76,14 @@ impl Inbound {
             target,
             forward: self.forward.clone(),
         };
-        let metrics = NewMetrics::new(self.http_metrics.clone(), self.side.direction);
+        let (http_metrics, direction) = (self.http_metrics.clone(), self.side.direction);
+        let opaque_target = Target {
+            addr: target,
+            identity: None,
+        };
         self.side
-            .serve(accepted, Some(target), move || {
+            .serve(accepted, Some(opaque_target), move |tls| {
+                let metrics = NewMetrics::new(http_metrics, direction, tls);
                 HttpService::new(
                     tower::ServiceBuilder::new()
                         .layer(metrics)
@@ -112,6 +117,7 @@ impl tower::Service<Request<BoxBody>> for ToApp {
             let endpoint = Endpoint {
                 addr: this.target,
                 version,
+                identity: None,
             };
             let mut rsp = this.forward.http(endpoint, req).await?;
             if downgraded {

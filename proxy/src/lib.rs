@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

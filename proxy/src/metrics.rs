@@ -10,7 +10,7 @@
 //! `authority="overflow"`, so a client inventing Host headers cannot grow the
 //! proxy's memory without limit.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,11 +41,23 @@ pub enum Direction {
     Outbound,
 }
 
-/// The `tls` label: whether a connection was protected by mTLS.
-///
-/// Identity arrives in a later release; until then every connection is
-/// `disabled`, which is what Linkerd reports when identity is off.
-pub const TLS_DISABLED: &str = "disabled";
+/// The `tls` label and, for mTLS, the peer's identity (`client_id` on
+/// inbound, `server_id` on outbound), as Linkerd reports them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Tls {
+    /// This proxy has no identity configured: `tls="disabled"`.
+    Disabled,
+    /// Identity is configured but this connection is plaintext:
+    /// `tls="no_identity"`.
+    NoIdentity,
+    /// TLS not addressed to this proxy, forwarded untouched:
+    /// `tls="passthru"`.
+    Passthru,
+    /// Inbound mTLS from a client with this identity.
+    Client(Arc<str>),
+    /// Outbound mTLS to a server with this identity.
+    Server(Arc<str>),
+}
 
 /// Labels of `request_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,8 +66,9 @@ pub struct RequestLabels {
     pub direction: &'static str,
     /// The request's authority (`host:port`).
     pub authority: String,
-    /// See [`TLS_DISABLED`].
-    pub tls: &'static str,
+    /// See [`Tls`].
+    #[prometheus(flatten)]
+    pub tls: Tls,
 }
 
 /// Labels of `response_latency_ms`.
@@ -85,8 +98,9 @@ pub struct TcpLabels {
     pub direction: &'static str,
     /// `src` for accepted connections, `dst` for connections the proxy opened.
     pub peer: &'static str,
-    /// See [`TLS_DISABLED`].
-    pub tls: &'static str,
+    /// See [`Tls`].
+    #[prometheus(flatten)]
+    pub tls: Tls,
 }
 
 /// Labels of `tcp_close_total`.
@@ -105,6 +119,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Transport-level metrics.
     pub tcp: TcpMetrics,
+    /// Certificate refreshes and expiry.
+    pub identity: IdentityMetrics,
     registry: Arc<Registry>,
 }
 
@@ -120,11 +136,37 @@ pub struct HttpMetrics {
 /// TCP metric families (cheap to clone: families are shared).
 #[derive(Clone, Default)]
 pub struct TcpMetrics {
+    identity_enabled: bool,
     open_total: Family<TcpLabels, Counter>,
     open_connections: Family<TcpLabels, Gauge>,
     read_bytes: Family<TcpLabels, Counter>,
     write_bytes: Family<TcpLabels, Counter>,
     close_total: Family<TcpCloseLabels, Counter>,
+}
+
+/// Identity metrics (Linkerd's names): when the current certificate
+/// expires, and how refreshes went.
+#[derive(Clone, Default)]
+pub struct IdentityMetrics {
+    /// `identity_cert_expiration_timestamp_seconds`.
+    pub expiration: Gauge,
+    refresh: Family<RefreshLabels, Counter>,
+}
+
+/// Labels of `identity_cert_refresh_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    result: &'static str,
+}
+
+// === impl IdentityMetrics ===
+
+impl IdentityMetrics {
+    /// Counts a refresh attempt.
+    pub fn refreshed(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.refresh.get_or_create(&RefreshLabels { result }).inc();
+    }
 }
 
 /// The metrics of one open connection, held for its lifetime; dropping it
@@ -139,6 +181,20 @@ pub struct TcpConnMetrics {
     labels: TcpLabels,
     close_total: Family<TcpCloseLabels, Counter>,
     errno: &'static str,
+}
+
+// === impl Tls ===
+
+impl EncodeLabelSet for Tls {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            Tls::Disabled => [("tls", "disabled")].encode(encoder),
+            Tls::NoIdentity => [("tls", "no_identity")].encode(encoder),
+            Tls::Passthru => [("tls", "passthru")].encode(encoder),
+            Tls::Client(id) => [("tls", "true"), ("client_id", id)].encode(encoder),
+            Tls::Server(id) => [("tls", "true"), ("server_id", id)].encode(encoder),
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -161,14 +217,19 @@ impl Direction {
 
 impl Metrics {
     /// Creates the families and registers them under Linkerd's names.
-    pub fn new() -> Self {
+    /// `identity_enabled` decides how plaintext is labelled (`no_identity`
+    /// when this proxy has an identity, `disabled` when it has none).
+    pub fn new(identity_enabled: bool) -> Self {
         let http = HttpMetrics {
             requests: Family::default(),
             request_series: Arc::default(),
             responses: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
-        let tcp = TcpMetrics::default();
+        let tcp = TcpMetrics {
+            identity_enabled,
+            ..TcpMetrics::default()
+        };
         let mut registry = Registry::default();
         registry.register(
             "request",
@@ -210,9 +271,21 @@ impl Metrics {
             "Total count of closed connections",
             tcp.close_total.clone(),
         );
+        let identity = IdentityMetrics::default();
+        registry.register(
+            "identity_cert_expiration_timestamp_seconds",
+            "Time when this proxy's current mTLS certificate expires (Unix seconds)",
+            identity.expiration.clone(),
+        );
+        registry.register(
+            "identity_cert_refresh",
+            "Certificate refresh attempts by result",
+            identity.refresh.clone(),
+        );
         Self {
             http,
             tcp,
+            identity,
             registry: Arc::new(registry),
         }
     }
@@ -226,22 +299,16 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 // === impl HttpMetrics ===
 
 impl HttpMetrics {
     /// Builds request labels, folding the authority into `overflow` once
     /// too many distinct values have been seen.
-    pub fn request_labels(&self, direction: Direction, authority: &str) -> RequestLabels {
+    pub fn request_labels(&self, direction: Direction, authority: &str, tls: Tls) -> RequestLabels {
         let labels = RequestLabels {
             direction: direction.as_str(),
             authority: authority.to_string(),
-            tls: TLS_DISABLED,
+            tls,
         };
         if self.requests.get(&labels).is_some()
             || self.request_series.fetch_add(1, Ordering::Relaxed) < MAX_REQUEST_SERIES
@@ -283,12 +350,21 @@ impl HttpMetrics {
 // === impl TcpMetrics ===
 
 impl TcpMetrics {
+    /// The `tls` label of a plaintext connection on this proxy.
+    pub fn plaintext(&self) -> Tls {
+        if self.identity_enabled {
+            Tls::NoIdentity
+        } else {
+            Tls::Disabled
+        }
+    }
+
     /// Records a connection opening and returns its per-connection handle.
-    pub fn open(&self, direction: Direction, peer: &'static str) -> TcpConnMetrics {
+    pub fn open(&self, direction: Direction, peer: &'static str, tls: Tls) -> TcpConnMetrics {
         let labels = TcpLabels {
             direction: direction.as_str(),
             peer,
-            tls: TLS_DISABLED,
+            tls,
         };
         self.open_total.get_or_create(&labels).inc();
         let open = self.open_connections.get_or_create_owned(&labels);
@@ -338,12 +414,16 @@ mod tests {
 
     #[test]
     fn names_and_labels_are_linkerds() {
-        let m = Metrics::new();
-        let labels = m.http.request_labels(Direction::Inbound, "web.default:80");
+        let m = Metrics::new(false);
+        let labels = m
+            .http
+            .request_labels(Direction::Inbound, "web.default:80", Tls::Disabled);
         m.http.request(&labels);
         m.http.latency(&labels, 200, 3.2);
         m.http.response(&labels, 200, true);
-        drop(m.tcp.open(Direction::Outbound, "dst"));
+        drop(m.tcp.open(Direction::Outbound, "dst", Tls::Disabled));
+        let client = Tls::Client("a.b.serviceaccount.identity.weft.cluster.local".into());
+        drop(m.tcp.open(Direction::Inbound, "src", client));
         let text = m.encode();
         for needle in [
             r#"request_total{direction="inbound",authority="web.default:80",tls="disabled"} 1"#,
@@ -352,6 +432,8 @@ mod tests {
             r#"tcp_open_total{direction="outbound",peer="dst",tls="disabled"} 1"#,
             r#"tcp_open_connections{direction="outbound",peer="dst",tls="disabled"} 0"#,
             r#"tcp_close_total{direction="outbound",peer="dst",tls="disabled",errno=""} 1"#,
+            r#"tcp_open_total{direction="inbound",peer="src",tls="true",client_id="a.b.serviceaccount.identity.weft.cluster.local"} 1"#,
+            r#"tcp_open_total{direction="inbound",peer="src",tls="true",client_id="a.b.serviceaccount.identity.weft.cluster.local"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
@@ -359,11 +441,11 @@ mod tests {
 
     #[test]
     fn authority_cardinality_is_bounded() {
-        let m = Metrics::new();
+        let m = Metrics::new(false);
         for i in 0..(MAX_REQUEST_SERIES + 500) {
-            let labels = m
-                .http
-                .request_labels(Direction::Outbound, &format!("h{i}:80"));
+            let labels =
+                m.http
+                    .request_labels(Direction::Outbound, &format!("h{i}:80"), Tls::Disabled);
             m.http.request(&labels);
         }
         let text = m.encode();

@@ -7,7 +7,7 @@
 //! target is carried over HTTP/2 (see [`crate::http::orig_proto`]).
 
 use crate::config::MeshedTargets;
-use crate::conn::Side;
+use crate::conn::{Side, Target};
 use crate::http::client::{Clients, Endpoint};
 use crate::http::errors::{NewErrors, ProxyError};
 use crate::http::forward::Forward;
@@ -86,9 +86,14 @@ impl Outbound {
             router: self.router.clone(),
             orig_dst,
         };
-        let metrics = NewMetrics::new(self.http_metrics.clone(), self.side.direction);
+        let (http_metrics, direction) = (self.http_metrics.clone(), self.side.direction);
+        let opaque_target = orig_dst.map(|addr| Target {
+            addr,
+            identity: self.router.meshed.get(&addr).and_then(|m| m.identity),
+        });
         self.side
-            .serve(accepted, orig_dst, move || {
+            .serve(accepted, opaque_target, move |tls| {
+                let metrics = NewMetrics::new(http_metrics, direction, tls);
                 HttpService::new(
                     tower::ServiceBuilder::new()
                         .layer(metrics)
@@ -141,11 +146,14 @@ impl Router {
         }
 
         let http1 = matches!(req.version(), Version::HTTP_10 | Version::HTTP_11);
-        if http1 && self.meshed.contains(&target) && !headers::is_upgrade(&req) {
+        let meshed = self.meshed.get(&target);
+        let identity = meshed.as_ref().and_then(|m| m.identity.clone());
+        if http1 && meshed.is_some() && !headers::is_upgrade(&req) {
             if let Some(orig) = orig_proto::upgrade_request(&mut req) {
                 let endpoint = Endpoint {
                     addr: target,
                     version: HttpVersion::Http2,
+                    identity,
                 };
                 let mut rsp = self.forward.http(endpoint, req).await?;
                 orig_proto::downgrade_response(&mut rsp, orig);
@@ -158,15 +166,12 @@ impl Router {
         } else {
             HttpVersion::Http2
         };
-        self.forward
-            .http(
-                Endpoint {
-                    addr: target,
-                    version,
-                },
-                req,
-            )
-            .await
+        let endpoint = Endpoint {
+            addr: target,
+            version,
+            identity,
+        };
+        self.forward.http(endpoint, req).await
     }
 
     /// True if `target` is this listener: forwarding there would loop.

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client;
 pub mod metrics;
 pub mod proxy;
+pub mod tap;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -53,6 +53,16 @@ impl ProxyBuilder {
 
     /// Starts the proxy and waits (at most 20 s) until `/ready` answers 200.
     pub async fn spawn(self) -> anyhow::Result<ProxyProcess> {
+        self.start(true).await
+    }
+
+    /// Starts the proxy and waits only until its admin server answers
+    /// (`/ready` may still be 503, e.g. while it has no certificate).
+    pub async fn spawn_unready(self) -> anyhow::Result<ProxyProcess> {
+        self.start(false).await
+    }
+
+    async fn start(self, ready: bool) -> anyhow::Result<ProxyProcess> {
         let addr = |key: &str| -> anyhow::Result<SocketAddr> {
             Ok(match self.get(key) {
                 Some(v) => v.parse()?,
@@ -99,8 +109,10 @@ impl ProxyBuilder {
                     proxy.log()
                 );
             }
-            if let Ok((200, _)) = crate::client::get(admin, "/ready").await {
-                return Ok(proxy);
+            match crate::client::get(admin, "/ready").await {
+                Ok((200, _)) => return Ok(proxy),
+                Ok(_) if !ready => return Ok(proxy),
+                _ => {}
             }
             if Instant::now() > deadline {
                 anyhow::bail!("weft-proxy not ready after 20s:\n{}", proxy.log());
@@ -127,6 +139,13 @@ impl ProxyProcess {
             Ok((_, body)) => body,
             Err(e) => panic!("scraping {}: {e}\n{}", self.admin, self.log()),
         }
+    }
+
+    /// The status of `/ready` (0 if the admin server does not answer).
+    pub async fn ready_status(&self) -> u16 {
+        crate::client::get(self.admin, "/ready")
+            .await
+            .map_or(0, |(s, _)| s)
     }
 
     /// Sends SIGTERM.

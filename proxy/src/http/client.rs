@@ -7,9 +7,11 @@
 //! neither grows with the number of targets ever seen.
 
 use super::body::BoxBody;
+use crate::identity::LocalIdentity;
 use crate::metrics::{Direction, TcpMetrics};
-use crate::transport::connect::{connect, ConnectError};
+use crate::transport::connect::{connect_endpoint, ConnectError};
 use crate::transport::io::MeteredIo;
+use crate::transport::tls::MaybeTls;
 use crate::HttpVersion;
 use http::Uri;
 use hyper_util::client::legacy::Client;
@@ -27,12 +29,15 @@ use tokio::net::TcpStream;
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 /// Where a request is sent, and how.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// The socket address to connect to.
     pub addr: SocketAddr,
     /// The protocol spoken on the connection.
     pub version: HttpVersion,
+    /// The identity the endpoint's proxy must prove (mTLS); `None` for
+    /// plaintext. Ignored when this proxy has no identity of its own.
+    pub identity: Option<Arc<str>>,
 }
 
 /// A hyper client bound to one endpoint.
@@ -57,6 +62,7 @@ struct Inner {
     settings: ClientSettings,
     metrics: TcpMetrics,
     direction: Direction,
+    identity: Option<LocalIdentity>,
     cache: Mutex<Cache>,
 }
 
@@ -73,18 +79,26 @@ pub struct Connector {
     timeout: Duration,
     metrics: TcpMetrics,
     direction: Direction,
+    tls: Option<(LocalIdentity, Arc<str>)>,
 }
 
 // === impl Clients ===
 
 impl Clients {
-    /// An empty cache.
-    pub fn new(settings: ClientSettings, metrics: TcpMetrics, direction: Direction) -> Self {
+    /// An empty cache. With `identity`, endpoints that name an identity are
+    /// dialled with mTLS.
+    pub fn new(
+        settings: ClientSettings,
+        metrics: TcpMetrics,
+        direction: Direction,
+        identity: Option<LocalIdentity>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 settings,
                 metrics,
                 direction,
+                identity,
                 cache: Mutex::new(Cache {
                     clients: HashMap::new(),
                     last_sweep: Instant::now(),
@@ -94,7 +108,7 @@ impl Clients {
     }
 
     /// The client for `endpoint`, created on first use.
-    pub fn get(&self, endpoint: Endpoint) -> HttpClient {
+    pub fn get(&self, endpoint: &Endpoint) -> HttpClient {
         let now = Instant::now();
         let ttl = self.inner.settings.idle_timeout.max(Duration::from_secs(1)) * 2;
         // A poisoned lock only means another request panicked mid-insert;
@@ -110,16 +124,23 @@ impl Clients {
                 .retain(|_, (_, used)| now.duration_since(*used) < ttl);
             cache.last_sweep = now;
         }
-        if let Some((client, used)) = cache.clients.get_mut(&endpoint) {
+        if let Some((client, used)) = cache.clients.get_mut(endpoint) {
             *used = now;
             return client.clone();
         }
         let client = self.build(endpoint);
-        cache.clients.insert(endpoint, (client.clone(), now));
+        cache
+            .clients
+            .insert(endpoint.clone(), (client.clone(), now));
         client
     }
 
-    fn build(&self, endpoint: Endpoint) -> HttpClient {
+    /// True when requests to `endpoint` will be sent over mTLS.
+    pub fn uses_tls(&self, endpoint: &Endpoint) -> bool {
+        self.inner.identity.is_some() && endpoint.identity.is_some()
+    }
+
+    fn build(&self, endpoint: &Endpoint) -> HttpClient {
         let settings = &self.inner.settings;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -133,11 +154,16 @@ impl Clients {
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .http2_keep_alive_timeout(Duration::from_secs(5));
         }
+        let tls = match (&self.inner.identity, &endpoint.identity) {
+            (Some(local), Some(remote)) => Some((local.clone(), remote.clone())),
+            _ => None,
+        };
         builder.build(Connector {
             addr: endpoint.addr,
             timeout: settings.connect_timeout,
             metrics: self.inner.metrics.clone(),
             direction: self.inner.direction,
+            tls,
         })
     }
 
@@ -159,7 +185,7 @@ impl Clients {
 // === impl Connector ===
 
 impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<MeteredIo<TcpStream>>;
+    type Response = TokioIo<MaybeTls<MeteredIo<TcpStream>>>;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
 
@@ -170,7 +196,9 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let io = connect(this.addr, this.timeout, &this.metrics, this.direction).await?;
+            let tls = this.tls.as_ref().map(|(local, remote)| (local, remote));
+            let io = connect_endpoint(this.addr, this.timeout, &this.metrics, this.direction, tls)
+                .await?;
             Ok(TokioIo::new(io))
         })
     }

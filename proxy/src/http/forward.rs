@@ -5,7 +5,7 @@ use super::client::{Clients, Endpoint};
 use super::errors::ProxyError;
 use super::headers;
 use crate::drain::Drain;
-use crate::metrics::{Direction, TcpMetrics};
+use crate::metrics::{Direction, TcpMetrics, Tls};
 use crate::transport::connect::connect;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::upgrade::OnUpgrade;
@@ -69,7 +69,11 @@ impl Forward {
         }
         absolute_uri(&mut req, endpoint.addr);
 
-        let client = self.clients.get(endpoint);
+        let client = self.clients.get(&endpoint);
+        let tls = match &endpoint.identity {
+            Some(id) if self.clients.uses_tls(&endpoint) => Tls::Server(id.clone()),
+            _ => self.tcp.plaintext(),
+        };
         let mut rsp = client
             .request(req)
             .await
@@ -82,6 +86,8 @@ impl Forward {
             }
             _ => headers::strip_hop_by_hop(rsp.headers_mut()),
         }
+        // The metrics layer labels the request with the endpoint's TLS.
+        rsp.extensions_mut().insert(tls);
         Ok(rsp.map(body::boxed))
     }
 
@@ -93,7 +99,14 @@ impl Forward {
         target: SocketAddr,
         mut req: Request<BoxBody>,
     ) -> Result<Response<BoxBody>, ProxyError> {
-        let mut server = connect(target, self.connect_timeout, &self.tcp, self.direction).await?;
+        let mut server = connect(
+            target,
+            self.connect_timeout,
+            &self.tcp,
+            self.direction,
+            self.tcp.plaintext(),
+        )
+        .await?;
         let on_upgrade = hyper::upgrade::on(&mut req);
         self.drain.spawn(async move {
             match on_upgrade.await {

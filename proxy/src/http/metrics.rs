@@ -5,7 +5,7 @@
 use super::body::BoxBody;
 use super::classify::Classifier;
 use super::headers;
-use crate::metrics::{Direction, HttpMetrics, RequestLabels};
+use crate::metrics::{Direction, HttpMetrics, RequestLabels, Tls};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -17,10 +17,16 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Wraps a service with HTTP metrics.
+///
+/// Requests are labelled with the connection's TLS status, unless the
+/// response carries a [`Tls`] extension (outbound: the status of the
+/// endpoint it was sent to), so `request_total` is counted when the
+/// response (or the proxy's error response) is known.
 #[derive(Clone)]
 pub struct NewMetrics {
     metrics: HttpMetrics,
     direction: Direction,
+    tls: Tls,
 }
 
 /// The service produced by [`NewMetrics`].
@@ -29,6 +35,7 @@ pub struct Metered<S> {
     inner: S,
     metrics: HttpMetrics,
     direction: Direction,
+    tls: Tls,
 }
 
 pin_project! {
@@ -59,9 +66,13 @@ struct Recording {
 // === impl NewMetrics ===
 
 impl NewMetrics {
-    /// Metrics for one side of the proxy.
-    pub fn new(metrics: HttpMetrics, direction: Direction) -> Self {
-        Self { metrics, direction }
+    /// Metrics for one connection on one side of the proxy.
+    pub fn new(metrics: HttpMetrics, direction: Direction, tls: Tls) -> Self {
+        Self {
+            metrics,
+            direction,
+            tls,
+        }
     }
 }
 
@@ -73,6 +84,7 @@ impl<S> tower::Layer<S> for NewMetrics {
             inner,
             metrics: self.metrics.clone(),
             direction: self.direction,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -94,17 +106,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let authority = headers::authority(&req);
-        let labels = self.metrics.request_labels(
-            self.direction,
-            authority.as_ref().map_or("", |a| a.as_str()),
-        );
         let grpc = headers::is_grpc(req.headers());
-        self.metrics.request(&labels);
-        let metrics = self.metrics.clone();
+        let (metrics, direction, conn_tls) =
+            (self.metrics.clone(), self.direction, self.tls.clone());
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let rsp = fut.await?;
+            let tls = rsp.extensions().get::<Tls>().cloned().unwrap_or(conn_tls);
+            let authority = authority.as_ref().map_or("", |a| a.as_str());
+            let labels = metrics.request_labels(direction, authority, tls);
+            metrics.request(&labels);
             let status = rsp.status();
             metrics.latency(
                 &labels,

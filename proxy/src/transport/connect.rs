@@ -1,7 +1,9 @@
 //! Dialing targets.
 
-use crate::metrics::{Direction, TcpMetrics};
+use crate::identity::LocalIdentity;
+use crate::metrics::{Direction, TcpMetrics, Tls};
 use crate::transport::io::MeteredIo;
+use crate::transport::tls::{self, MaybeTls};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,18 @@ pub enum ConnectError {
         /// The configured connect timeout.
         timeout: Duration,
     },
+    /// The TLS handshake with a peer proxy failed (wrong identity,
+    /// untrusted certificate...).
+    #[error("mTLS to {addr} as {identity} failed: {source}")]
+    Tls {
+        /// The target.
+        addr: SocketAddr,
+        /// The identity the target had to prove.
+        identity: Arc<str>,
+        /// The handshake error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The target refused or the network failed.
     #[error("connect to {addr} failed: {source}")]
     Io {
@@ -30,12 +44,42 @@ pub enum ConnectError {
     },
 }
 
-/// Opens a metered connection to `addr` within `timeout`.
+/// Opens a metered connection to `addr` within `timeout`, with mTLS when
+/// `tls` names this proxy's identity and the identity the target must
+/// prove. Both the HTTP clients and opaque forwarding dial through here.
+pub async fn connect_endpoint(
+    addr: SocketAddr,
+    timeout: Duration,
+    metrics: &TcpMetrics,
+    direction: Direction,
+    tls: Option<(&LocalIdentity, &Arc<str>)>,
+) -> Result<MaybeTls<MeteredIo<TcpStream>>, ConnectError> {
+    let label = match tls {
+        Some((_, server_id)) => Tls::Server(server_id.clone()),
+        None => metrics.plaintext(),
+    };
+    let io = connect(addr, timeout, metrics, direction, label).await?;
+    let Some((identity, server_id)) = tls else {
+        return Ok(MaybeTls::Plain(io));
+    };
+    match tokio::time::timeout(timeout, tls::connect(io, identity, server_id)).await {
+        Ok(Ok(stream)) => Ok(MaybeTls::Tls(Box::new(stream))),
+        Ok(Err(e)) => Err(ConnectError::Tls {
+            addr,
+            identity: server_id.clone(),
+            source: Arc::new(e),
+        }),
+        Err(_) => Err(ConnectError::Timeout { addr, timeout }),
+    }
+}
+
+/// Opens a metered TCP connection to `addr` within `timeout`.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     metrics: &TcpMetrics,
     direction: Direction,
+    tls: Tls,
 ) -> Result<MeteredIo<TcpStream>, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
@@ -48,5 +92,5 @@ pub async fn connect(
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(MeteredIo::new(stream, metrics.open(direction, "dst")))
+    Ok(MeteredIo::new(stream, metrics.open(direction, "dst", tls)))
 }

@@ -18,8 +18,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How much is read before giving up on finding an HTTP/1 request line.
-pub const MAX_DETECT_BYTES: usize = 8 * 1024;
+/// How much is read before giving up: room for one full TLS record (a
+/// ClientHello) or a long HTTP/1 request line.
+pub const MAX_DETECT_BYTES: usize = 16 * 1024 + 5;
+
+/// TLS record type of a handshake (a ClientHello starts with it).
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Longest method token we accept as HTTP/1 (longer → not HTTP).
 const MAX_METHOD_LEN: usize = 24;
@@ -29,6 +33,8 @@ const MAX_METHOD_LEN: usize = 24;
 pub enum Detected {
     /// HTTP/1.x or HTTP/2.
     Http(HttpVersion),
+    /// A complete TLS record that starts a handshake (a ClientHello).
+    Tls,
     /// Anything else: forwarded byte-for-byte.
     Opaque,
     /// Nothing arrived within the detect timeout; forwarded as opaque.
@@ -70,6 +76,17 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Detected::Http(HttpVersion::Http2));
+    }
+    // TLS: a handshake record, decided once the whole record is here.
+    if buf[0] == TLS_HANDSHAKE {
+        if buf.len() < 5 {
+            return None;
+        }
+        if buf[1] != 0x03 {
+            return Some(Detected::Opaque);
+        }
+        let len = u16::from_be_bytes([buf[3], buf[4]]) as usize;
+        return (buf.len() >= 5 + len).then_some(Detected::Tls);
     }
     // HTTP/1: `METHOD SP request-target SP HTTP/1.x CRLF`.
     let method_len = buf.iter().take_while(|b| is_tchar(**b)).count();
@@ -140,9 +157,15 @@ mod tests {
 
     #[test]
     fn opaque_protocols() {
-        // TLS ClientHello, a Postgres startup packet, SSH, junk lines.
+        // A TLS record is TLS once complete (not before); a Postgres
+        // startup packet, SSH, junk lines are opaque.
+        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x00, 0x02]), None);
         assert_eq!(
-            classify(&[0x16, 0x03, 0x01, 0x02, 0x00]),
+            classify(&[0x16, 0x03, 0x01, 0x00, 0x02, 1, 2]),
+            Some(Detected::Tls)
+        );
+        assert_eq!(
+            classify(&[0x16, 0x01, 0x01, 0x00, 0x02]),
             Some(Detected::Opaque)
         );
         assert_eq!(

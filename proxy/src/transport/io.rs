@@ -22,11 +22,18 @@ pin_project! {
 pin_project! {
     /// Counts bytes read and written on a socket into its connection's
     /// metrics, and remembers the error that ended it.
+    ///
+    /// An accepted connection's labels (its TLS status, the client's
+    /// identity) are only known after detection and the handshake, so the
+    /// metrics may be attached late: bytes seen before are held and added
+    /// when they are.
     #[derive(Debug)]
     pub struct MeteredIo<I> {
         #[pin]
         io: I,
-        metrics: TcpConnMetrics,
+        metrics: Option<TcpConnMetrics>,
+        early_read: u64,
+        early_written: u64,
     }
 }
 
@@ -46,6 +53,11 @@ impl<I> PrefixedIo<I> {
     /// The underlying IO.
     pub fn get_ref(&self) -> &I {
         &self.io
+    }
+
+    /// The underlying IO, mutably (bytes already read stay in the prefix).
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.io
     }
 }
 
@@ -101,7 +113,34 @@ impl<I: AsyncWrite> AsyncWrite for PrefixedIo<I> {
 impl<I> MeteredIo<I> {
     /// Wraps `io`; `metrics` records the close when this is dropped.
     pub fn new(io: I, metrics: TcpConnMetrics) -> Self {
-        Self { io, metrics }
+        Self {
+            io,
+            metrics: Some(metrics),
+            early_read: 0,
+            early_written: 0,
+        }
+    }
+
+    /// Wraps `io` before its labels are known; see [`MeteredIo::attach`].
+    pub fn unattached(io: I) -> Self {
+        Self {
+            io,
+            metrics: None,
+            early_read: 0,
+            early_written: 0,
+        }
+    }
+
+    /// Attaches the connection's metrics (opening it in `tcp_open_total`),
+    /// adding the bytes seen so far. Later calls are ignored.
+    pub fn attach(&mut self, metrics: impl FnOnce() -> TcpConnMetrics) {
+        if self.metrics.is_none() {
+            let m = metrics();
+            m.read_bytes.inc_by(std::mem::take(&mut self.early_read));
+            m.write_bytes
+                .inc_by(std::mem::take(&mut self.early_written));
+            self.metrics = Some(m);
+        }
     }
 
     /// The underlying IO.
@@ -121,11 +160,19 @@ impl<I: AsyncRead> AsyncRead for MeteredIo<I> {
         let res = this.io.poll_read(cx, buf);
         match &res {
             Poll::Ready(Ok(())) => {
-                this.metrics
-                    .read_bytes
-                    .inc_by((buf.filled().len() - before) as u64);
+                let n = (buf.filled().len() - before) as u64;
+                match this.metrics {
+                    Some(m) => {
+                        m.read_bytes.inc_by(n);
+                    }
+                    None => *this.early_read += n,
+                }
             }
-            Poll::Ready(Err(e)) => this.metrics.set_error(e),
+            Poll::Ready(Err(e)) => {
+                if let Some(m) = this.metrics {
+                    m.set_error(e);
+                }
+            }
             Poll::Pending => {}
         };
         res
@@ -133,13 +180,18 @@ impl<I: AsyncRead> AsyncRead for MeteredIo<I> {
 }
 
 impl<I: AsyncWrite> MeteredIo<I> {
-    fn record(metrics: &mut TcpConnMetrics, res: &Poll<std::io::Result<usize>>) {
-        match res {
-            Poll::Ready(Ok(n)) => {
-                metrics.write_bytes.inc_by(*n as u64);
+    fn record(
+        metrics: &mut Option<TcpConnMetrics>,
+        early: &mut u64,
+        res: &Poll<std::io::Result<usize>>,
+    ) {
+        match (res, metrics) {
+            (Poll::Ready(Ok(n)), Some(m)) => {
+                m.write_bytes.inc_by(*n as u64);
             }
-            Poll::Ready(Err(e)) => metrics.set_error(e),
-            Poll::Pending => {}
+            (Poll::Ready(Ok(n)), None) => *early += *n as u64,
+            (Poll::Ready(Err(e)), Some(m)) => m.set_error(e),
+            _ => {}
         }
     }
 }
@@ -152,7 +204,7 @@ impl<I: AsyncWrite> AsyncWrite for MeteredIo<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let res = this.io.poll_write(cx, buf);
-        Self::record(this.metrics, &res);
+        Self::record(this.metrics, this.early_written, &res);
         res
     }
 
@@ -163,7 +215,7 @@ impl<I: AsyncWrite> AsyncWrite for MeteredIo<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let res = this.io.poll_write_vectored(cx, bufs);
-        Self::record(this.metrics, &res);
+        Self::record(this.metrics, this.early_written, &res);
         res
     }
 

@@ -13,3 +13,4 @@ pub mod detect;
 pub mod io;
 pub mod listen;
 pub mod opaque;
+pub mod tls;

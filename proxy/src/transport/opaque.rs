@@ -1,8 +1,10 @@
 //! Opaque TCP forwarding: bytes in, bytes out, nothing interpreted.
 
-use super::connect::connect;
+use super::connect::connect_endpoint;
+use crate::identity::LocalIdentity;
 use crate::metrics::{Direction, TcpMetrics};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -10,19 +12,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// backpressure instead of growing memory.
 const COPY_BUF: usize = 16 * 1024;
 
-/// Connects to `target` and copies bytes both ways until both sides close.
-/// Returns the connect error so the caller can reset the client.
+/// Connects to `target` (with mTLS when `tls` says so) and copies bytes
+/// both ways until both sides close. Returns the connect error so the
+/// caller can reset the client.
 pub async fn forward<I>(
     client: &mut I,
     target: SocketAddr,
     connect_timeout: Duration,
     metrics: &TcpMetrics,
     direction: Direction,
+    tls: Option<(&LocalIdentity, &Arc<str>)>,
 ) -> Result<(), super::connect::ConnectError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut server = connect(target, connect_timeout, metrics, direction).await?;
+    let mut server = connect_endpoint(target, connect_timeout, metrics, direction, tls).await?;
     match tokio::io::copy_bidirectional_with_sizes(client, &mut server, COPY_BUF, COPY_BUF).await {
         Ok((up, down)) => tracing::debug!(%target, up, down, "opaque connection closed"),
         Err(error) => tracing::debug!(%target, %error, "opaque connection failed"),

@@ -1,0 +1,121 @@
+//! This proxy's mTLS identity.
+//!
+//! [`LocalIdentity`] holds the current certificate and key and hands out
+//! rustls configurations that always present the *current* certificate:
+//! the configurations are built once and resolve the certificate on every
+//! handshake, so rotation never rebuilds them and never disturbs
+//! established connections. [`certify`] obtains and refreshes the
+//! certificate from the controller's identity service.
+//!
+//! Everything is TLS 1.3 only, and every peer certificate must chain to the
+//! configured trust anchors: inbound requires a client certificate, and
+//! outbound verifies that the server's certificate names exactly the
+//! identity discovery (or configuration) said it should have.
+
+pub mod certify;
+
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use weft_identity::RotatingCert;
+
+/// Why the identity could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The trust anchors are unusable.
+    #[error("trust anchors: {0}")]
+    TrustAnchors(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// This proxy's identity: its name, trust anchors and current certificate.
+#[derive(Clone, Debug)]
+pub struct LocalIdentity {
+    name: Arc<str>,
+    cert: Arc<RotatingCert>,
+    expiry: Arc<watch::Sender<Option<SystemTime>>>,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    roots: Arc<RootCertStore>,
+}
+
+/// The identity (only DNS SAN) in a peer's end-entity certificate.
+pub fn peer_identity(cert: &CertificateDer<'_>) -> Option<Arc<str>> {
+    weft_identity::leaf_identity(cert).ok().map(Arc::from)
+}
+
+// === impl LocalIdentity ===
+
+impl LocalIdentity {
+    /// An identity named `name` trusting `roots`, with no certificate yet.
+    pub fn new(name: &str, roots: RootCertStore) -> Result<Self, IdentityError> {
+        let roots = Arc::new(roots);
+        let cert = Arc::new(RotatingCert::new());
+        let provider = weft_identity::crypto_provider();
+        let versions = [&rustls::version::TLS13];
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| IdentityError::TrustAnchors(e.to_string()))?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(cert.clone());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)?
+            .with_root_certificates(roots.clone())
+            .with_client_cert_resolver(cert.clone());
+        Ok(Self {
+            name: Arc::from(name),
+            cert,
+            expiry: Arc::new(watch::channel(None).0),
+            server: Arc::new(server),
+            client: Arc::new(client),
+            roots,
+        })
+    }
+
+    /// This proxy's identity name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The trust anchors.
+    pub fn roots(&self) -> &Arc<RootCertStore> {
+        &self.roots
+    }
+
+    /// Server configuration for terminating inbound mTLS.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server.clone()
+    }
+
+    /// Client configuration for outbound mTLS (presents our certificate).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.client.clone()
+    }
+
+    /// Installs a new certificate. New handshakes use it at once;
+    /// established connections are untouched.
+    pub fn set_certificate(&self, key: Arc<CertifiedKey>, expiry: SystemTime) {
+        self.cert.set(key);
+        self.expiry.send_replace(Some(expiry));
+    }
+
+    /// True once a certificate has been installed.
+    pub fn is_ready(&self) -> bool {
+        self.expiry.borrow().is_some()
+    }
+
+    /// Expiry of the current certificate, if any.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        *self.expiry.borrow()
+    }
+}
