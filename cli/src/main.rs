@@ -1,9 +1,11 @@
 //! `weft`: the operator's command-line tool for the Weft mesh.
 //!
-//! Today it runs the local demo; install, check, inject, stat, edges,
-//! routes, profile and identity arrive with the control plane.
+//! Today it runs the local demo and makes identity material; install,
+//! check, inject, stat, edges, routes and profile arrive with the control
+//! plane.
 
 mod demo;
+mod identity;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run a local two-proxy mesh on loopback and send traffic through it.
     Demo(demo::DemoArgs),
+    // About and long help come from `IdentityArgs`.
+    Identity(identity::IdentityArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Identity(args) => identity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

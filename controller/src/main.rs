@@ -1,57 +1,291 @@
 //! `weft-controller`: the single control-plane process of the Weft mesh.
 //!
-//! The destination service, identity CA, sidecar injector and metrics API
-//! will all live in this process (see `docs/architecture.md`). This first
-//! version only parses its command line so that the interface in the design
-//! is fixed early; it refuses to start rather than pretend to serve APIs it
-//! does not have yet.
+//! Today it runs the identity service (the mesh's CA,
+//! `io.linkerd.proxy.identity.Identity/Certify`, over TLS with the
+//! controller's own certificate) and the admin server (`/ready`, `/live`,
+//! `/metrics`). The destination service, injector and metrics API join it
+//! later; their flags are already parsed so the interface stays fixed. See
+//! `docs/identity.md`.
 
-use clap::Parser;
+mod admin;
+mod auth;
+mod identity;
+mod issuer;
+mod metrics;
+mod tls;
+
+use clap::{CommandFactory, Parser};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use weft_identity::{IdentityDir, RotatingCert};
 
-/// Command-line interface of `weft-controller` (see `docs/controller.md`).
+/// How long in-flight requests get to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest accepted gRPC message (a CSR and a token are a few KiB).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    weft_identity::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn trust_domain(s: &str) -> Result<String, String> {
+    weft_identity::check_trust_domain(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Command-line interface of `weft-controller` (see `docs/identity.md`).
 #[derive(Debug, Parser)]
 #[command(name = "weft-controller", version, about)]
 struct Args {
-    /// Read Kubernetes-style YAML from this directory (the embedded default).
+    /// Read Kubernetes-style YAML from this directory (the embedded
+    /// default; file-mode tokens).
     #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
     config_dir: Option<PathBuf>,
-    /// Watch a Kubernetes API server using this kubeconfig.
+    /// Use the Kubernetes API server of this kubeconfig (cluster mode:
+    /// tokens are checked with TokenReview).
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
-    /// Directory holding the trust anchor and issuer certificate.
+    /// Directory holding ca.crt, issuer.crt, issuer.key (and token.key in
+    /// file mode), as written by `weft identity init`.
     #[arg(long, value_name = "DIR")]
     identity_dir: Option<PathBuf>,
     /// Trust domain used in identity names.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, default_value = weft_identity::DEFAULT_TRUST_DOMAIN, value_parser = trust_domain)]
     trust_domain: String,
-    /// Listen address of the destination service.
+    /// Listen address of the destination service (not built yet).
     #[arg(long, default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
-    /// Listen address of the identity service.
+    /// Listen address of the identity service (gRPC over TLS).
     #[arg(long, default_value = "0.0.0.0:8080")]
     identity_addr: SocketAddr,
-    /// Listen address of the injector webhook.
+    /// Listen address of the injector webhook (not built yet).
     #[arg(long, default_value = "0.0.0.0:8443")]
     webhook_addr: SocketAddr,
-    /// Listen address of the admin server and metrics API.
+    /// Listen address of the admin server (/ready, /live, /metrics).
     #[arg(long, default_value = "0.0.0.0:9990")]
     admin_addr: SocketAddr,
+    /// Lifetime of the certificates the identity service issues.
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    identity_leaf_lifetime: Duration,
+    /// How far back issued certificates' notBefore is set, for clients
+    /// whose clocks lag.
+    #[arg(long, default_value = "20s", value_parser = duration, value_name = "DURATION")]
+    identity_clock_skew: Duration,
+    /// How often the identity directory is checked for a new issuer.
+    #[arg(long, default_value = "2s", value_parser = duration, value_name = "DURATION")]
+    identity_reload_interval: Duration,
+}
+
+/// Why the controller could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Identity(#[from] weft_identity::Error),
+    #[error("kubeconfig {}: {reason}", path.display())]
+    Kube { path: PathBuf, reason: String },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("identity server failed: {0}")]
+    Serve(String),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEFT_CONTROLLER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    tracing::error!(
-        ?args,
-        "weft-controller's services are not built yet; refusing to start"
+    let Some(identity_dir) = args.identity_dir.clone() else {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--identity-dir DIR is required: the identity service is the only one built so far \
+                 (create DIR with `weft identity init --out DIR`)",
+            )
+            .exit();
+    };
+    if args.identity_leaf_lifetime < Duration::from_secs(1) {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--identity-leaf-lifetime must be at least 1s",
+            )
+            .exit();
+    }
+    // kube-rs builds its TLS from the process-wide provider; pick ring so
+    // the choice is never ambiguous. An error means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, identity_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "weft-controller failed");
+            eprintln!("weft-controller: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kube_client(path: &Path) -> Result<kube::Client, StartError> {
+    let err = |reason: String| StartError::Kube {
+        path: path.to_owned(),
+        reason,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    cfg.connect_timeout = Some(Duration::from_secs(5));
+    cfg.read_timeout = Some(Duration::from_secs(10));
+    cfg.write_timeout = Some(Duration::from_secs(10));
+    kube::Client::try_from(cfg).map_err(|e| err(e.to_string()))
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, what, source })
+}
+
+async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
+    let metrics = metrics::Metrics::new();
+    let ready = admin::Readiness::default();
+    let dir = IdentityDir::new(identity_dir);
+
+    let (store, reload) =
+        issuer::start(dir.clone(), args.identity_reload_interval, metrics.clone())?;
+    let auth = match &args.kubeconfig {
+        Some(path) => auth::Authenticator::Kube(kube_client(path).await?),
+        None => auth::Authenticator::File(dir.load_token_key()?),
+    };
+
+    let controller_name = weft_identity::controller_identity(&args.trust_domain);
+    let resolver = Arc::new(RotatingCert::new());
+    let (not_after, first_lifetime) = tls::issue(
+        &store,
+        &controller_name,
+        args.identity_leaf_lifetime,
+        args.identity_clock_skew,
+        &resolver,
+        &metrics,
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
+
+    let identity_listener = bind(args.identity_addr, "identity").await?;
+    let admin_listener = bind(args.admin_addr, "admin").await?;
+    let identity_addr = identity_listener.local_addr().unwrap_or(args.identity_addr);
+    let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_addr);
+
+    tokio::spawn(reload);
+    tokio::spawn(tls::refresh_loop(
+        store.clone(),
+        controller_name.clone(),
+        args.identity_leaf_lifetime,
+        args.identity_clock_skew,
+        resolver,
+        metrics.clone(),
+        first_lifetime,
+    ));
+    tokio::spawn(admin::serve(admin_listener, metrics.clone(), ready.clone()));
+
+    let mode = auth.mode();
+    let service = identity::IdentityService::new(
+        args.trust_domain.clone(),
+        store,
+        Arc::new(auth),
+        args.identity_leaf_lifetime,
+        args.identity_clock_skew,
+        metrics,
     );
-    ExitCode::FAILURE
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(32)
+        .add_service(IdentityServer::new(service).max_decoding_message_size(MAX_MESSAGE))
+        .serve_with_incoming_shutdown(tls::incoming(identity_listener, acceptor), async {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+    ready.set(true);
+    tracing::info!(
+        identity = %identity_addr,
+        admin = %admin_addr,
+        tokens = mode,
+        controller_identity = %controller_name,
+        cert_not_after = %issuer::humanize(not_after),
+        leaf_lifetime = %weft_identity::format_duration(args.identity_leaf_lifetime),
+        "identity service ready (TLS); destination and injector are not built yet"
+    );
+
+    tokio::select! {
+        res = &mut server => {
+            ready.set(false);
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StartError::Serve(e.to_string())),
+                Err(e) => Err(StartError::Serve(e.to_string())),
+            };
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+        }
+    }
+    ready.set(false);
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "identity server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "identity server task failed"),
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting")
+        }
+    }
+    Ok(())
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -5,15 +5,18 @@ use crate::Error;
 use std::time::Duration;
 
 /// Parses one or more `<integer><unit>` terms, unit one of `ms`, `s`, `m`,
-/// `h`, `d`. A bare `0` is zero.
+/// `h`, `d`. A bare number means seconds (as in the proxy's settings).
 pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     let err = |reason: &'static str| Error::Duration {
         value: text.to_owned(),
         reason,
     };
     let s = text.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| err("number too large"));
     }
     if s.is_empty() {
         return Err(err("empty"));
@@ -35,7 +38,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, Error> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(err("missing unit (ms, s, m, h or d)")),
+            "" => return Err(err("missing unit after a number (ms, s, m, h or d)")),
             _ => return Err(err("unknown unit (use ms, s, m, h or d)")),
         };
         let ms = n
@@ -90,7 +93,16 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "h", "10", "10x", "1.5h", "-1h", "99999999999999999999h"] {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        for bad in [
+            "",
+            "h",
+            "1h30",
+            "10x",
+            "1.5h",
+            "-1h",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

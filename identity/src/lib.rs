@@ -60,7 +60,7 @@
 //! - `DEFAULT_LEAF_LIFETIME` (24 h), `DEFAULT_CLOCK_SKEW` (20 s),
 //!   `DEFAULT_ANCHOR_LIFETIME` (87600 h), `DEFAULT_ISSUER_LIFETIME` (8760 h)
 //!
-//! Misc: `parse_duration("24h" | "20s" | "1h30m" | "500ms")`, `format_duration`,
+//! Misc: `parse_duration("24h" | "20s" | "1h30m" | "500ms" | "90")`, `format_duration`,
 //! `describe_cert(der) -> CertInfo` (subject, validity, CA flag, DNS SANs).
 
 pub mod ca;

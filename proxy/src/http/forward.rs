@@ -86,8 +86,12 @@ impl Forward {
             }
             _ => headers::strip_hop_by_hop(rsp.headers_mut()),
         }
-        // The metrics layer labels the request with the endpoint's TLS.
-        rsp.extensions_mut().insert(tls);
+        // Outbound requests are labelled with the TLS of the endpoint they
+        // went to; inbound ones keep their connection's (the hop to the app
+        // is always local plaintext).
+        if self.direction == Direction::Outbound {
+            rsp.extensions_mut().insert(tls);
+        }
         Ok(rsp.map(body::boxed))
     }
 

@@ -64,14 +64,19 @@ impl LocalIdentity {
         )
         .build()
         .map_err(|e| IdentityError::TrustAnchors(e.to_string()))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(cert.clone());
-        let client = ClientConfig::builder_with_provider(provider)
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)?
             .with_root_certificates(roots.clone())
             .with_client_cert_resolver(cert.clone());
+        // No session resumption: a resumed TLS 1.3 session skips certificate
+        // verification, so an expired or no-longer-trusted peer would be let
+        // back in. Connections are pooled, so full handshakes are rare.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             name: Arc::from(name),
             cert,
