@@ -7,10 +7,10 @@ use http::Request;
 use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weft_test_support::backend::HttpBackend;
-use weft_test_support::client::{get, send_h1};
+use weft_test_support::client::send_h1;
+use weft_test_support::controller::ControllerProcess;
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::{ProxyBuilder, ProxyProcess};
 use weft_test_support::tap::{contains, Tap};
@@ -18,24 +18,28 @@ use weft_test_support::tap::{contains, Tap};
 const NS: &str = "shop";
 
 fn identity(sa: &str) -> String {
-    format!("{sa}.{NS}.serviceaccount.identity.weft.cluster.local")
+    weft_test_support::controller::identity(NS, sa)
 }
 
-/// A running controller with its own CA, killed when dropped.
-struct Controller {
-    child: Child,
-    dir: tempfile::TempDir,
-    identity_addr: SocketAddr,
-    admin_addr: SocketAddr,
+/// The controller binary, built beside the proxy.
+fn controller_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weft-proxy")).with_file_name("weft-controller")
 }
+
+fn proxy_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
+}
+
+/// The test's controller: [`ControllerProcess`] with this file's namespace.
+struct Controller(ControllerProcess);
 
 impl Controller {
-    /// Makes fresh CA material and starts a controller issuing leaves of
-    /// `leaf_lifetime`.
     async fn start(leaf_lifetime: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        weft_identity::init(dir.path(), &weft_identity::InitOptions::default()).unwrap();
-        Self::start_in(dir, leaf_lifetime, weft_test_support::free_addr()).await
+        Self(
+            ControllerProcess::start(&controller_bin(), leaf_lifetime)
+                .await
+                .unwrap(),
+        )
     }
 
     async fn start_in(
@@ -43,99 +47,31 @@ impl Controller {
         leaf_lifetime: &str,
         identity_addr: SocketAddr,
     ) -> Self {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_weft-proxy")).with_file_name("weft-controller");
-        assert!(
-            bin.is_file(),
-            "{} missing: build the workspace first",
-            bin.display()
-        );
-        let admin_addr = weft_test_support::free_addr();
-        let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("--identity-dir")
-            .arg(dir.path())
-            .args(["--identity-addr", &identity_addr.to_string()])
-            .args(["--admin-addr", &admin_addr.to_string()])
-            .args([
-                "--destination-addr",
-                &weft_test_support::free_addr().to_string(),
-            ])
-            .args([
-                "--webhook-addr",
-                &weft_test_support::free_addr().to_string(),
-            ])
-            .args(["--identity-leaf-lifetime", leaf_lifetime])
-            .env("WEFT_CONTROLLER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut c = Self {
-            child,
-            dir,
-            identity_addr,
-            admin_addr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(get(c.admin_addr, "/ready").await, Ok((200, _))) {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                panic!("controller exited ({status}):\n{}", c.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "controller not ready:\n{}",
-                c.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        c
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+        Self(
+            ControllerProcess::start_in(&controller_bin(), dir, leaf_lifetime, identity_addr)
+                .await
+                .unwrap(),
+        )
     }
 
     fn anchors(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
+        self.0.anchors()
     }
 
-    /// Writes a token for ServiceAccount `sa` and returns its path.
     fn token(&self, sa: &str) -> PathBuf {
-        let key = weft_identity::IdentityDir::new(self.dir.path())
-            .load_token_key()
-            .unwrap();
-        let token = weft_identity::mint_token(&key, NS, sa, Duration::from_secs(3600)).unwrap();
-        let path = self.dir.path().join(format!("token-{sa}"));
-        std::fs::write(&path, token).unwrap();
-        path
+        self.0.token(NS, sa).unwrap()
     }
 
-    /// A proxy builder with identity `sa` from this controller.
     fn proxy(&self, sa: &str) -> ProxyBuilder {
-        self.proxy_as(&identity(sa), &self.token(sa), &self.anchors())
+        self.0.proxy(proxy_bin(), NS, sa).unwrap()
     }
 
     fn proxy_as(&self, name: &str, token: &Path, anchors: &Path) -> ProxyBuilder {
-        ProxyBuilder::new(env!("CARGO_BIN_EXE_weft-proxy"))
-            .env("WEFT_PROXY_IDENTITY_NAME", name)
-            .env("WEFT_PROXY_IDENTITY_ADDR", self.identity_addr)
-            .env("WEFT_PROXY_IDENTITY_TOKEN_FILE", token.display())
-            .env("WEFT_PROXY_TRUST_ANCHORS", anchors.display())
+        self.0.proxy_as(proxy_bin(), name, token, anchors)
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- controller log ---\n{}", self.log());
-        }
+        self.0.kill()
     }
 }
 

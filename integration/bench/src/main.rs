@@ -1,7 +1,8 @@
 //! `weft-bench`: latency and throughput of the Weft data plane, measured
 //! side by side with a direct baseline in the same run.
 //!
-//! For each topology (direct, one proxy, two proxies) and each rate, it
+//! For each topology (direct, one proxy, two proxies, two proxies with
+//! mTLS) and each rate, it
 //! sends open-loop load at a fixed rate: request *i* is issued at
 //! `start + i / rate`, and its latency is measured from that moment, not
 //! from when a connection was free, so queueing behind a slow response is
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use weft_test_support::controller::{identity, ControllerProcess};
 use weft_test_support::proxy::{ProxyBuilder, ProxyProcess};
 
 #[derive(Debug, Parser)]
@@ -70,12 +72,16 @@ pub struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,one-proxy,two-proxies"
+        default_value = "direct,one-proxy,two-proxies,two-proxies-mtls"
     )]
     topologies: Vec<Topology>,
     /// The weft-proxy binary (default: beside this one).
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
+    /// The weft-controller binary, for the mTLS topology (default: beside
+    /// this one).
+    #[arg(long, value_name = "PATH")]
+    controller_bin: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -91,6 +97,9 @@ pub enum Topology {
     OneProxy,
     /// client → proxy A (outbound) ══ HTTP/2 ══ proxy B (inbound) → backend.
     TwoProxies,
+    /// The same with mTLS between A and B (certificates from a real
+    /// weft-controller).
+    TwoProxiesMtls,
 }
 
 /// A running topology: where to send requests and the proxies to watch.
@@ -165,10 +174,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     load::wait_listening(backend_addr, Duration::from_secs(10)).await?;
 
+    // The mTLS topology needs a controller for certificates; one serves the
+    // whole run.
+    let controller = if args.topologies.contains(&Topology::TwoProxiesMtls) {
+        let bin = match &args.controller_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("weft-controller"),
+        };
+        Some(
+            ControllerProcess::start(&bin, "24h")
+                .await
+                .context("starting weft-controller")?,
+        )
+    } else {
+        None
+    };
+
     let mut results = report::Results::new(&args);
     for &topology in &args.topologies {
         for &rate in &args.rates {
-            let setup = setup(topology, backend_addr, &proxy_bin, args.proxy_cores).await?;
+            let setup = setup(
+                topology,
+                backend_addr,
+                &proxy_bin,
+                args.proxy_cores,
+                controller.as_ref(),
+            )
+            .await?;
             let before: Vec<_> = setup
                 .proxies
                 .iter()
@@ -202,7 +234,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             results.add_rate(topology, rate, &run, cpu, rss);
         }
         if args.saturation_seconds > 0 {
-            let setup = setup(topology, backend_addr, &proxy_bin, args.proxy_cores).await?;
+            let setup = setup(
+                topology,
+                backend_addr,
+                &proxy_bin,
+                args.proxy_cores,
+                controller.as_ref(),
+            )
+            .await?;
             let rps = load::saturate(
                 setup.connect,
                 &setup.uri,
@@ -230,12 +269,13 @@ async fn setup(
     backend: SocketAddr,
     bin: &PathBuf,
     cores: usize,
+    controller: Option<&ControllerProcess>,
 ) -> anyhow::Result<Setup> {
-    let proxy = || {
-        ProxyBuilder::new(bin)
-            .env("WEFT_PROXY_CORES", cores)
+    let tune = |p: ProxyBuilder| {
+        p.env("WEFT_PROXY_CORES", cores)
             .env("WEFT_PROXY_LOG", "warn")
     };
+    let proxy = || tune(ProxyBuilder::new(bin));
     Ok(match topology {
         Topology::Direct => Setup {
             connect: backend,
@@ -260,6 +300,23 @@ async fn setup(
                 .await?;
             let a = proxy()
                 .env("WEFT_PROXY_MESHED_TARGETS", b.inbound)
+                .spawn()
+                .await?;
+            Setup {
+                connect: a.outbound,
+                uri: format!("http://{}/", b.inbound),
+                proxies: vec![a, b],
+            }
+        }
+        Topology::TwoProxiesMtls => {
+            let ctl = controller.context("the mTLS topology needs a controller")?;
+            let b = tune(ctl.proxy(bin, "bench", "api")?)
+                .env("WEFT_PROXY_INBOUND_FORWARD", backend)
+                .spawn()
+                .await?;
+            let meshed = format!("{}={}", b.inbound, identity("bench", "api"));
+            let a = tune(ctl.proxy(bin, "bench", "web")?)
+                .env("WEFT_PROXY_MESHED_TARGETS", meshed)
                 .spawn()
                 .await?;
             Setup {

@@ -42,11 +42,12 @@ fn short_run_reports_every_topology() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     std::fs::remove_file(&json).unwrap();
     let rates = results["rates"].as_array().unwrap();
-    assert_eq!(rates.len(), 3);
+    assert_eq!(rates.len(), 4);
     for r in rates {
         assert_eq!(r["errors"], 0, "{r}");
         assert!(r["requests"].as_u64().unwrap() >= 150, "{r}");
     }
     // Two proxies report two CPU and RSS figures.
     assert_eq!(rates[2]["peak_rss_mib"].as_array().unwrap().len(), 2);
+    assert_eq!(rates[3]["topology"], "two-proxies-mtls");
 }

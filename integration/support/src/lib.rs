@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod controller;
 pub mod metrics;
 pub mod proxy;
 pub mod tap;
