@@ -234,27 +234,10 @@ fn parse_addr(var: &'static str, value: &str) -> Result<SocketAddr, ConfigError>
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h`; a bare number means seconds.
+/// Parses `500ms`, `10s`, `2m`, `1h30m`...; a bare number means seconds.
+/// The same syntax as every other Weft duration (see `weft_identity`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(value.len());
-    let (num, unit) = value.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| "expected a duration such as 500ms, 10s or 2m".to_string())?;
-    let secs = match unit {
-        "ms" => num / 1000.0,
-        "" | "s" => num,
-        "m" => num * 60.0,
-        "h" => num * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err("duration must be a non-negative number".to_string());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    weft_identity::parse_duration(value).map_err(|e| e.to_string())
 }
 
 // === impl IdentityConfig ===
@@ -424,6 +407,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }
