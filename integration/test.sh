@@ -14,8 +14,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "test prerequisites (integration/k8s/install.sh)"
+step "test prerequisites (integration/k8s/install.sh, iptables)"
 bash integration/k8s/install.sh
+# The redirect tests run `weft-proxy init` in network namespaces.
+if ! command -v iptables >/dev/null || ! command -v ip >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq iptables iproute2
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -24,6 +24,7 @@ pub mod drain;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod init;
 pub mod metrics;
 pub mod outbound;
 pub mod transport;

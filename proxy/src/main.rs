@@ -8,6 +8,7 @@ const HELP: &str = "\
 weft-proxy: the Weft sidecar proxy
 
 USAGE: weft-proxy [--help | --version]
+       weft-proxy init [--help] ...   install the iptables redirect (init container)
 
 Configured by environment variables (defaults in brackets):
   WEFT_PROXY_INBOUND_ADDR            inbound listener [0.0.0.0:4143]
@@ -26,9 +27,93 @@ Configured by environment variables (defaults in brackets):
   WEFT_PROXY_LOG                     log filter, e.g. info or weft_proxy=debug [info]
 ";
 
+/// Flags of `weft-proxy init`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "weft-proxy init",
+    about = "Install the iptables NAT redirect that sends a pod's TCP traffic through weft-proxy. \
+             Run as root in the pod's network namespace (the injected init container does this); \
+             safe to run again."
+)]
+struct InitArgs {
+    /// Port of the proxy's inbound listener.
+    #[arg(long, default_value_t = 4143)]
+    inbound_port: u16,
+    /// Port of the proxy's outbound listener.
+    #[arg(long, default_value_t = 4140)]
+    outbound_port: u16,
+    /// uid the proxy runs as; its own connections are never redirected.
+    #[arg(long, default_value_t = 2102)]
+    proxy_uid: u32,
+    /// Inbound ports left alone (the admin port by default), e.g. 4191,9000-9010.
+    #[arg(long, default_value = "4191")]
+    skip_inbound_ports: String,
+    /// Outbound ports left alone.
+    #[arg(long, default_value = "")]
+    skip_outbound_ports: String,
+    /// Outbound destination subnets left alone (CIDR, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skip_subnets: Vec<String>,
+    /// Print the rules instead of installing them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn init() -> ExitCode {
+    use clap::Parser;
+    use weft_proxy::init::{InitConfig, PortRange};
+    let args = InitArgs::parse_from(std::env::args().skip(1));
+    let config = (|| {
+        Ok::<_, weft_proxy::init::InitError>(InitConfig {
+            inbound_port: args.inbound_port,
+            outbound_port: args.outbound_port,
+            proxy_uid: args.proxy_uid,
+            skip_inbound_ports: PortRange::parse_list(
+                "--skip-inbound-ports",
+                &args.skip_inbound_ports,
+            )?,
+            skip_outbound_ports: PortRange::parse_list(
+                "--skip-outbound-ports",
+                &args.skip_outbound_ports,
+            )?,
+            skip_subnets: args
+                .skip_subnets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+        })
+    })();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weft-proxy init: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.dry_run {
+        print!("{}", config.ruleset());
+        return ExitCode::SUCCESS;
+    }
+    match config.apply() {
+        Ok(()) => {
+            println!(
+                "weft-proxy init: redirecting inbound TCP to :{} and outbound TCP to :{} (proxy uid {})",
+                config.inbound_port, config.outbound_port, config.proxy_uid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft-proxy init: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
+        Some("init") => return init(),
         Some("-h" | "--help") => {
             print!("{HELP}");
             return ExitCode::SUCCESS;

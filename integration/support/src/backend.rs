@@ -46,9 +46,12 @@ pub struct TcpServer {
 impl HttpBackend {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts the server on `addr` (port 0: a free one).
+    pub async fn bind(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -196,10 +199,17 @@ impl TcpServer {
         Self::start(Some(banner)).await
     }
 
+    /// An echo server on `addr` (port 0: a free one).
+    pub async fn echo_on(addr: SocketAddr) -> Self {
+        Self::start_on(addr, None).await
+    }
+
     async fn start(banner: Option<&'static [u8]>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind tcp server");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), banner).await
+    }
+
+    async fn start_on(addr: SocketAddr, banner: Option<&'static [u8]>) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind tcp server");
         let addr = listener.local_addr().expect("tcp server address");
         let task = tokio::spawn(async move {
             loop {

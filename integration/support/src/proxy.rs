@@ -13,6 +13,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 pub struct ProxyBuilder {
     bin: PathBuf,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 /// A running `weft-proxy`, killed when dropped.
@@ -34,7 +35,15 @@ impl ProxyBuilder {
         Self {
             bin: bin.as_ref().to_path_buf(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the proxy through a command that execs it (e.g. `ip netns exec
+    /// NS setpriv --reuid 2102 ...`), so the child's pid is the proxy's.
+    pub fn wrap(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Sets an environment variable.
@@ -78,7 +87,14 @@ impl ProxyBuilder {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(&self.bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WEFT_PROXY_LOG", "info,weft_proxy=debug")
