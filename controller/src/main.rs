@@ -2,20 +2,26 @@
 //!
 //! Today it runs the identity service (the mesh's CA,
 //! `io.linkerd.proxy.identity.Identity/Certify`, over TLS with the
-//! controller's own certificate) and the admin server (`/ready`, `/live`,
-//! `/metrics`). The destination service, injector and metrics API join it
-//! later; their flags are already parsed so the interface stays fixed. See
-//! `docs/identity.md`.
+//! controller's own certificate), the destination service
+//! (`io.linkerd.proxy.destination.Destination/Get`, over the same TLS, fed
+//! from `--config-dir`) and the admin server (`/ready`, `/live`,
+//! `/metrics`). The injector and metrics API join it later; their flags are
+//! already parsed so the interface stays fixed. See `docs/identity.md` and
+//! `docs/destination.md`.
 
 mod admin;
 mod auth;
+mod destination;
+mod feed;
 mod identity;
 mod issuer;
 mod metrics;
+mod store;
 mod tls;
 
 use clap::{CommandFactory, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use weft_identity::{IdentityDir, RotatingCert};
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
@@ -59,9 +67,16 @@ struct Args {
     /// Trust domain used in identity names.
     #[arg(long, default_value = weft_identity::DEFAULT_TRUST_DOMAIN, value_parser = trust_domain)]
     trust_domain: String,
-    /// Listen address of the destination service (not built yet).
+    /// Cluster domain of Service names (`svc.ns.svc.CLUSTER_DOMAIN`).
+    #[arg(long, default_value = "cluster.local", value_parser = trust_domain)]
+    cluster_domain: String,
+    /// Listen address of the destination service (gRPC over TLS; served
+    /// with --config-dir).
     #[arg(long, default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
+    /// How often --config-dir is checked for changed files.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    config_poll_interval: Duration,
     /// Listen address of the identity service (gRPC over TLS).
     #[arg(long, default_value = "0.0.0.0:8080")]
     identity_addr: SocketAddr,
@@ -98,8 +113,10 @@ enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("identity server failed: {0}")]
-    Serve(String),
+    #[error(transparent)]
+    Feed(#[from] feed::files::FeedError),
+    #[error("{what} failed: {reason}")]
+    Serve { what: &'static str, reason: String },
 }
 
 fn main() -> ExitCode {
@@ -115,8 +132,8 @@ fn main() -> ExitCode {
         Args::command()
             .error(
                 clap::error::ErrorKind::MissingRequiredArgument,
-                "--identity-dir DIR is required: the identity service is the only one built so far \
-                 (create DIR with `weft identity init --out DIR`)",
+                "--identity-dir DIR is required: the controller's TLS certificate and the identity \
+                 service come from it (create DIR with `weft identity init --out DIR`)",
             )
             .exit();
     };
@@ -201,6 +218,11 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     let admin_listener = bind(args.admin_addr, "admin").await?;
     let identity_addr = identity_listener.local_addr().unwrap_or(args.identity_addr);
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_addr);
+    let objects = start_feed(&args).await?;
+    let destination_listener = match objects {
+        Some(_) => Some(bind(args.destination_addr, "destination").await?),
+        None => None,
+    };
 
     tokio::spawn(reload);
     tokio::spawn(tls::refresh_loop(
@@ -223,35 +245,55 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         args.identity_clock_skew,
         metrics,
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(30))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .concurrency_limit_per_connection(32)
-        .add_service(IdentityServer::new(service).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(tls::incoming(identity_listener, acceptor), async {
-            let _ = stop_rx.await;
-        });
-    let mut server = tokio::spawn(server);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let router = tls::grpc_server()
+        .add_service(IdentityServer::new(service).max_decoding_message_size(MAX_MESSAGE));
+    servers.spawn(named(
+        "identity server",
+        tls::serve_grpc(
+            router,
+            identity_listener,
+            acceptor.clone(),
+            "identity",
+            stop_rx.clone(),
+        ),
+    ));
+    let mut destination_addr = None;
+    if let (Some(objects), Some(listener)) = (objects, destination_listener) {
+        destination_addr = Some(listener.local_addr().unwrap_or(args.destination_addr));
+        let service = destination::DestinationService::new(
+            objects,
+            &args.trust_domain,
+            &args.cluster_domain,
+            stop_rx.clone(),
+        );
+        let router = tls::grpc_server()
+            .add_service(DestinationServer::new(service).max_decoding_message_size(MAX_MESSAGE));
+        servers.spawn(named(
+            "destination server",
+            tls::serve_grpc(router, listener, acceptor, "destination", stop_rx),
+        ));
+    }
     ready.set(true);
     tracing::info!(
         identity = %identity_addr,
+        destination = %destination_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
         admin = %admin_addr,
         tokens = mode,
         controller_identity = %controller_name,
         cert_not_after = %issuer::humanize(not_after),
         leaf_lifetime = %weft_identity::format_duration(args.identity_leaf_lifetime),
-        "identity service ready (TLS); destination and injector are not built yet"
+        "controller ready (TLS); the injector is not built yet"
     );
 
     tokio::select! {
-        res = &mut server => {
+        Some(res) = servers.join_next() => {
             ready.set(false);
             return match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(StartError::Serve(e.to_string())),
-                Err(e) => Err(StartError::Serve(e.to_string())),
+                Ok((what, Ok(()))) => Err(StartError::Serve { what, reason: "stopped unexpectedly".into() }),
+                Ok((what, Err(e))) => Err(StartError::Serve { what, reason: e.to_string() }),
+                Err(e) => Err(StartError::Serve { what: "server task", reason: e.to_string() }),
             };
         }
         signal = shutdown_signal() => {
@@ -259,16 +301,70 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         }
     }
     ready.set(false);
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("stopped"),
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "identity server stopped with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "identity server task failed"),
+    let _ = stop_tx.send(true);
+    let drain = async {
+        while let Some(res) = servers.join_next().await {
+            match res {
+                Ok((_, Ok(()))) => {}
+                Ok((what, Err(e))) => tracing::warn!(error = %e, "{what} stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            }
+        }
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
+        Ok(()) => tracing::info!("stopped"),
         Err(_) => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting")
         }
     }
     Ok(())
+}
+
+/// Tags a server's result with its name, for the log line when it stops.
+async fn named<F, E>(what: &'static str, fut: F) -> (&'static str, Result<(), E>)
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    (what, fut.await)
+}
+
+/// Starts the object feed the destination service reads: the file feed
+/// with `--config-dir` (loaded once before returning, so the first `Get`
+/// already sees the files), nothing otherwise (`None`: destination
+/// disabled, and why is logged).
+async fn start_feed(args: &Args) -> Result<Option<store::Store>, StartError> {
+    let Some(dir) = args.config_dir.clone() else {
+        if args.kubeconfig.is_some() {
+            tracing::info!(
+                "destination service disabled in cluster mode: the Kubernetes feed is not built yet"
+            );
+        } else {
+            tracing::info!(
+                "destination service disabled: start with --config-dir DIR to serve endpoints from YAML files"
+            );
+        }
+        return Ok(None);
+    };
+    let objects = store::Store::new();
+    let mut feed = feed::files::FileFeed::new(dir.clone(), objects.clone())?;
+    let feed = tokio::task::spawn_blocking(move || {
+        let report = feed.poll();
+        (feed, report)
+    })
+    .await;
+    let (feed, report) = feed.map_err(|e| StartError::Serve {
+        what: "initial config dir load",
+        reason: e.to_string(),
+    })?;
+    tracing::info!(
+        dir = %dir.display(),
+        files = report.loaded + report.failed,
+        rejected = report.failed,
+        poll_interval = ?args.config_poll_interval,
+        "file feed started"
+    );
+    tokio::spawn(feed.run(args.config_poll_interval));
+    Ok(Some(objects))
 }
 
 /// Resolves with the name of the first SIGTERM or SIGINT.

@@ -10,10 +10,11 @@
 use crate::issuer::{humanize, IssuerStore};
 use crate::metrics::{unix_seconds, Metrics, ReloadLabels};
 use futures::Stream;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use weft_identity::{certified_key, crypto_provider, generate_csr, RotatingCert};
@@ -140,12 +141,47 @@ pub async fn refresh_loop(
     }
 }
 
+/// The settings every gRPC server of the controller shares. The timeout
+/// and the per-connection concurrency limit bound the time to a response's
+/// headers only, so long-lived streams (`Destination/Get`) are not cut and
+/// do not hold a slot; many streams per connection are allowed because a
+/// proxy opens one `Get` per service it talks to.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(32)
+        .max_concurrent_streams(1024)
+}
+
+/// Serves `router` (built from [`grpc_server`]) over TLS on `listener`
+/// until `shutdown` turns true, then drains in-flight requests. The one
+/// place the controller serves TLS gRPC, whatever the service.
+pub async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::debug!(server = what, addr = ?addr, "serving gRPC over TLS");
+    router
+        .serve_with_incoming_shutdown(incoming(listener, acceptor, what), async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
 /// Accepts TCP connections on `listener` and completes TLS handshakes in
 /// their own tasks (bounded by a timeout), yielding established streams.
-/// Stops accepting when the returned stream is dropped.
+/// Stops accepting when the returned stream is dropped. `what` names the
+/// server in logs.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    what: &'static str,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel::<TlsStream<TcpStream>>(64);
     tokio::spawn(async move {
@@ -157,7 +193,7 @@ pub fn incoming(
             let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(error) => {
-                    tracing::warn!(%error, "identity accept failed");
+                    tracing::warn!(%error, server = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -171,10 +207,10 @@ pub fn incoming(
                         let _ = tx.send(tls).await;
                     }
                     Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        tracing::debug!(%peer, %error, server = what, "TLS handshake failed");
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        tracing::debug!(%peer, server = what, "TLS handshake timed out");
                     }
                 }
             });

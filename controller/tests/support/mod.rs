@@ -32,6 +32,8 @@ pub struct Controller {
     pub identity: SocketAddr,
     /// Admin server.
     pub admin: SocketAddr,
+    /// Destination service (gRPC over TLS; only served with `--config-dir`).
+    pub destination: SocketAddr,
     log: PathBuf,
 }
 
@@ -48,6 +50,7 @@ impl Controller {
     pub async fn start(dir: &Path, extra: &[&str]) -> Result<Self> {
         let identity = free_addr();
         let admin = free_addr();
+        let destination = free_addr();
         let log = std::env::temp_dir().join(format!(
             "weft-controller-test-{}-{}.log",
             std::process::id(),
@@ -61,6 +64,8 @@ impl Controller {
             .arg(identity.to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
+            .arg("--destination-addr")
+            .arg(destination.to_string())
             .args(extra)
             .env("WEFT_CONTROLLER_LOG", "info,weft_controller=debug")
             .stdin(Stdio::null())
@@ -72,6 +77,7 @@ impl Controller {
             child,
             identity,
             admin,
+            destination,
             log,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -184,22 +190,33 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// A gRPC client for the identity service over TLS, trusting `anchor_pem`
-/// and expecting the server to be `server_name`.
+/// and expecting the server to be `server_name`. Calls are bounded by 15 s.
 pub async fn client(
     addr: SocketAddr,
     anchor_pem: &str,
     server_name: &str,
 ) -> Result<IdentityClient<Channel>> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(anchor_pem))
-        .domain_name(server_name);
-    let channel = Endpoint::from_shared(format!("https://{addr}"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
+    let channel = endpoint(addr, anchor_pem, server_name)?
         .timeout(Duration::from_secs(15))
         .connect()
         .await?;
     Ok(IdentityClient::new(channel))
+}
+
+/// A TLS gRPC channel to the controller, trusting `anchor_pem` and
+/// expecting the server to be `server_name`; no per-call timeout, for
+/// long-lived streams (callers bound their waits).
+pub async fn channel(addr: SocketAddr, anchor_pem: &str, server_name: &str) -> Result<Channel> {
+    Ok(endpoint(addr, anchor_pem, server_name)?.connect().await?)
+}
+
+fn endpoint(addr: SocketAddr, anchor_pem: &str, server_name: &str) -> Result<Endpoint> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(anchor_pem))
+        .domain_name(server_name);
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5)))
 }
 
 /// The controller's identity in the default trust domain.

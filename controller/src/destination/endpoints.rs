@@ -1,0 +1,413 @@
+//! Translation from stored Kubernetes objects to the destination API's
+//! endpoint updates. Pure functions over a [`Snapshot`], shared by every
+//! feed, so the file feed and (later) the Kubernetes feed answer alike.
+
+use super::authority::Target;
+use crate::store::{ObjectKey, Snapshot};
+use k8s_openapi::api::core::v1::{EndpointPort, Pod, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use linkerd2_proxy_api::destination::{
+    protocol_hint, tls_identity, update, AddrSet, NoEndpoints, ProtocolHint, TlsIdentity, Update,
+    WeightedAddr, WeightedAddrSet,
+};
+use linkerd2_proxy_api::net::TcpAddress;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+/// The annotation that marks a pod as meshed.
+pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
+/// Weight of every endpoint (Linkerd's default; balancing is by load).
+pub const DEFAULT_WEIGHT: u32 = 10_000;
+
+/// One ready endpoint of a Service port, with what the proxy needs to
+/// reach it and label its metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Metric labels (`namespace`, `service`, `pod`, `serviceaccount`, owner).
+    pub labels: BTreeMap<String, String>,
+    /// The identity to require over mTLS, for meshed pods.
+    pub identity: Option<String>,
+    /// Whether the endpoint is a meshed proxy that speaks HTTP/2.
+    pub h2: bool,
+}
+
+/// What a Service port resolves to in one snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Whether the Service exists.
+    pub exists: bool,
+    /// Its ready endpoints by address.
+    pub endpoints: BTreeMap<SocketAddr, Endpoint>,
+}
+
+/// Resolves `target` in `snap`: the Service's ready endpoints on the port
+/// the Service port maps to, as Kubernetes maps it (by port name, else by
+/// a numeric `targetPort`; a port the Service does not declare is used as
+/// is, like Linkerd does).
+pub fn resolve(snap: &Snapshot, target: &Target, trust_domain: &str) -> Resolution {
+    let key = ObjectKey::new(&target.namespace, &target.service);
+    let Some(svc) = snap.services.get(&key) else {
+        return Resolution::default();
+    };
+    let mut out = Resolution {
+        exists: true,
+        endpoints: BTreeMap::new(),
+    };
+    let Some(eps) = snap.endpoints.get(&key) else {
+        return out;
+    };
+    for subset in eps.subsets.iter().flatten() {
+        let ports = subset.ports.as_deref().unwrap_or_default();
+        let Some(port) = endpoint_port(svc, target.port, ports) else {
+            continue;
+        };
+        for a in subset.addresses.iter().flatten() {
+            let Ok(ip) = a.ip.parse::<IpAddr>() else {
+                tracing::debug!(endpoints = %key, ip = a.ip, "skipping an address that is not an IP");
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            let pod = a.target_ref.as_ref().and_then(|r| {
+                if r.kind.as_deref().is_some_and(|k| k != "Pod") {
+                    return None;
+                }
+                let name = r.name.clone()?;
+                let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                Some(ObjectKey::new(ns, name))
+            });
+            out.endpoints
+                .insert(addr, endpoint(snap, target, addr, pod, trust_domain));
+        }
+    }
+    out
+}
+
+/// The endpoint port for Service port `port`.
+fn endpoint_port(svc: &Service, port: u16, ports: &[EndpointPort]) -> Option<u16> {
+    let as_u16 = |p: i32| u16::try_from(p).ok().filter(|p| *p != 0);
+    let declared = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .find(|p| p.port == i32::from(port));
+    let Some(sp) = declared else {
+        return Some(port);
+    };
+    let name = sp.name.as_deref().unwrap_or_default();
+    if let Some(ep) = ports
+        .iter()
+        .find(|ep| ep.name.as_deref().unwrap_or_default() == name)
+    {
+        return as_u16(ep.port);
+    }
+    if let Some(IntOrString::Int(n)) = &sp.target_port {
+        if let Some(ep) = ports.iter().find(|ep| ep.port == *n) {
+            return as_u16(ep.port);
+        }
+    }
+    match ports {
+        [only] if name.is_empty() => as_u16(only.port),
+        _ => None,
+    }
+}
+
+fn endpoint(
+    snap: &Snapshot,
+    target: &Target,
+    addr: SocketAddr,
+    pod_key: Option<ObjectKey>,
+    trust_domain: &str,
+) -> Endpoint {
+    let mut labels = BTreeMap::new();
+    labels.insert("namespace".to_owned(), target.namespace.clone());
+    labels.insert("service".to_owned(), target.service.clone());
+    let mut identity = None;
+    let mut h2 = false;
+    if let Some(key) = pod_key {
+        labels.insert("pod".to_owned(), key.name.clone());
+        if let Some(pod) = snap.pods.get(&key) {
+            let sa = service_account(pod);
+            labels.insert("serviceaccount".to_owned(), sa.clone());
+            if let Some((k, v)) = owner(pod) {
+                labels.insert(k.to_owned(), v);
+            }
+            if is_meshed(pod) {
+                match weft_identity::identity_name(&sa, &key.namespace, trust_domain) {
+                    Ok(name) => {
+                        identity = Some(name);
+                        h2 = true;
+                    }
+                    Err(error) => tracing::warn!(
+                        pod = %key,
+                        %error,
+                        "meshed pod has no valid identity; serving it without TLS"
+                    ),
+                }
+            }
+        }
+    }
+    Endpoint {
+        addr,
+        labels,
+        identity,
+        h2,
+    }
+}
+
+/// Whether the pod carries `linkerd.io/inject: enabled`.
+pub fn is_meshed(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INJECT_ANNOTATION))
+        .is_some_and(|v| v == "enabled")
+}
+
+/// The pod's ServiceAccount (`default` when it names none, as Kubernetes
+/// assigns).
+fn service_account(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// The pod's owning workload as a metric label (`deployment`, `statefulset`,
+/// `daemonset`, `job`, `replicaset`), derived from its controller owner
+/// reference; a ReplicaSet named `NAME-HASH` with the pod's
+/// `pod-template-hash` label is a Deployment's.
+fn owner(pod: &Pod) -> Option<(&'static str, String)> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    let label = match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash");
+            if let Some(deploy) = hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
+                return Some(("deployment", deploy.to_owned()));
+            }
+            "replicaset"
+        }
+        "StatefulSet" => "statefulset",
+        "DaemonSet" => "daemonset",
+        "Job" => "job",
+        _ => return None,
+    };
+    Some((label, owner.name.clone()))
+}
+
+fn weighted(ep: &Endpoint) -> WeightedAddr {
+    WeightedAddr {
+        addr: Some(TcpAddress::from(ep.addr)),
+        weight: DEFAULT_WEIGHT,
+        metric_labels: ep
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        tls_identity: ep.identity.as_ref().map(|name| TlsIdentity {
+            strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+                tls_identity::DnsLikeIdentity { name: name.clone() },
+            )),
+            server_name: None,
+        }),
+        protocol_hint: ep.h2.then_some(ProtocolHint {
+            protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+            opaque_transport: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The updates that take a client from `prev` (`None`: nothing sent yet)
+/// to `next`, in the order a balancer should apply them: new and changed
+/// endpoints first (so capacity never dips during a rollout), then
+/// removals, then `NoEndpoints` when nothing is left (or when the
+/// Service's existence changed while empty). An `Add` for an address the
+/// client has replaces its metadata, as Linkerd's proxy expects.
+pub fn diff(target: &Target, prev: Option<&Resolution>, next: &Resolution) -> Vec<Update> {
+    let mut out = Vec::new();
+    let added: Vec<WeightedAddr> = next
+        .endpoints
+        .values()
+        .filter(|ep| prev.and_then(|p| p.endpoints.get(&ep.addr)) != Some(*ep))
+        .map(weighted)
+        .collect();
+    if !added.is_empty() {
+        let set_labels: HashMap<String, String> = [
+            ("namespace".to_owned(), target.namespace.clone()),
+            ("service".to_owned(), target.service.clone()),
+        ]
+        .into();
+        out.push(Update {
+            update: Some(update::Update::Add(WeightedAddrSet {
+                addrs: added,
+                metric_labels: set_labels,
+            })),
+        });
+    }
+    let removed: Vec<TcpAddress> = prev
+        .iter()
+        .flat_map(|p| p.endpoints.keys())
+        .filter(|a| !next.endpoints.contains_key(a))
+        .map(|a| TcpAddress::from(*a))
+        .collect();
+    if !removed.is_empty() {
+        out.push(Update {
+            update: Some(update::Update::Remove(AddrSet { addrs: removed })),
+        });
+    }
+    if next.endpoints.is_empty() {
+        let announce = match prev {
+            None => true,
+            Some(p) => !p.endpoints.is_empty() || p.exists != next.exists,
+        };
+        if announce {
+            out.push(Update {
+                update: Some(update::Update::NoEndpoints(NoEndpoints {
+                    exists: next.exists,
+                })),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::feed::files::parse_documents;
+
+    const YAML: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: admin, port: 9000}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web, namespace: shop}
+subsets:
+- addresses:
+  - ip: 127.0.0.1
+    targetRef: {kind: Pod, name: web-1}
+  - ip: 127.0.0.2
+    targetRef: {kind: Pod, name: web-2}
+  notReadyAddresses:
+  - ip: 127.0.0.9
+  ports:
+  - {name: http, port: 24143}
+  - {name: admin, port: 29000}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: shop
+  annotations: {linkerd.io/inject: enabled}
+  labels: {pod-template-hash: abc12}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-abc12, uid: u, controller: true}
+spec:
+  serviceAccountName: web
+  containers: [{name: app}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: shop}
+spec:
+  containers: [{name: app}]
+";
+
+    fn snap() -> Snapshot {
+        Snapshot::from_objects(parse_documents(std::path::Path::new("t.yaml"), YAML).unwrap())
+    }
+
+    fn target(port: u16) -> Target {
+        Target {
+            namespace: "shop".into(),
+            service: "web".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn resolves_ports_identities_and_labels() {
+        let r = resolve(&snap(), &target(80), "cluster.local");
+        assert!(r.exists);
+        let addrs: Vec<String> = r.endpoints.keys().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:24143", "127.0.0.2:24143"]);
+        let meshed = &r.endpoints.values().next().unwrap();
+        assert_eq!(
+            meshed.identity.as_deref(),
+            Some("web.shop.serviceaccount.identity.weft.cluster.local")
+        );
+        assert!(meshed.h2);
+        assert_eq!(meshed.labels["deployment"], "web");
+        assert_eq!(meshed.labels["serviceaccount"], "web");
+        let plain = r.endpoints.values().nth(1).unwrap();
+        assert_eq!(plain.identity, None);
+        assert!(!plain.h2);
+        assert_eq!(plain.labels["serviceaccount"], "default");
+
+        let admin = resolve(&snap(), &target(9000), "cluster.local");
+        assert_eq!(admin.endpoints.keys().next().unwrap().port(), 29000);
+        let missing = resolve(
+            &snap(),
+            &Target {
+                service: "nope".into(),
+                ..target(80)
+            },
+            "cluster.local",
+        );
+        assert_eq!(missing, Resolution::default());
+    }
+
+    #[test]
+    fn diffs_add_remove_and_no_endpoints() {
+        let full = resolve(&snap(), &target(80), "cluster.local");
+        let first = diff(&target(80), None, &full);
+        assert_eq!(first.len(), 1);
+        assert!(diff(&target(80), Some(&full), &full).is_empty());
+        let mut one = full.clone();
+        let gone = *one.endpoints.keys().nth(1).unwrap();
+        one.endpoints.remove(&gone);
+        let d = diff(&target(80), Some(&full), &one);
+        assert!(
+            matches!(&d[..], [Update { update: Some(update::Update::Remove(s)) }] if s.addrs == vec![TcpAddress::from(gone)])
+        );
+        let empty = Resolution {
+            exists: true,
+            endpoints: BTreeMap::new(),
+        };
+        let d = diff(&target(80), Some(&one), &empty);
+        assert!(matches!(
+            &d[..],
+            [
+                Update {
+                    update: Some(update::Update::Remove(_))
+                },
+                Update {
+                    update: Some(update::Update::NoEndpoints(NoEndpoints { exists: true }))
+                }
+            ]
+        ));
+        let d = diff(&target(80), Some(&empty), &Resolution::default());
+        assert!(matches!(
+            &d[..],
+            [Update {
+                update: Some(update::Update::NoEndpoints(NoEndpoints { exists: false }))
+            }]
+        ));
+    }
+}

@@ -1,0 +1,155 @@
+//! `io.linkerd.proxy.destination.Destination`: service discovery for the
+//! proxies.
+//!
+//! `Get` streams a Service port's endpoints: one initial update, then
+//! `Add`/`Remove` diffs whenever the [`Store`] changes. Each stream watches
+//! the store's snapshot channel directly, so a change reaches every
+//! subscriber within milliseconds and no per-stream task is left behind
+//! when a client goes away.
+//!
+//! Unknown Services are answered with `NoEndpoints { exists: false }` and
+//! the stream stays open (so a Service created later is picked up), as
+//! Linkerd's destination controller does; Linkerd's proxy treats that as
+//! "no such service" and our proxy falls back to the original address.
+//! A path that cannot name a Service in this cluster (another domain, a
+//! bad port) is refused with `InvalidArgument`, also as Linkerd does.
+//! `GetProfile` answers `Unimplemented` for now.
+
+pub mod authority;
+pub mod endpoints;
+
+use crate::store::{Snapshot, Store};
+use authority::Target;
+use endpoints::Resolution;
+use futures::Stream;
+use linkerd2_proxy_api::destination::destination_server::Destination;
+use linkerd2_proxy_api::destination::{DestinationProfile, GetDestination, Update};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+/// A stream of updates for one `Get` (or profiles for `GetProfile`).
+pub type UpdateStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The destination service.
+#[derive(Clone, Debug)]
+pub struct DestinationService {
+    store: Store,
+    trust_domain: Arc<str>,
+    cluster_domain: Arc<str>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DestinationService {
+    /// A service answering from `store`. Identities are in `trust_domain`;
+    /// authorities are Services in `cluster_domain`. Open streams end when
+    /// `shutdown` turns true, so graceful shutdown does not wait on them.
+    pub fn new(
+        store: Store,
+        trust_domain: &str,
+        cluster_domain: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            trust_domain: trust_domain.into(),
+            cluster_domain: cluster_domain.into(),
+            shutdown,
+        }
+    }
+}
+
+/// Per-stream state of a `Get`.
+struct GetState {
+    target: Target,
+    trust_domain: Arc<str>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    sent: Option<Resolution>,
+    pending: VecDeque<Update>,
+}
+
+impl GetState {
+    /// Computes the updates from what was sent to `snap`.
+    fn advance(&mut self, snap: &Snapshot) {
+        let next = endpoints::resolve(snap, &self.target, &self.trust_domain);
+        let updates = endpoints::diff(&self.target, self.sent.as_ref(), &next);
+        if !updates.is_empty() {
+            tracing::debug!(
+                target_service = %self.target,
+                version = snap.version,
+                endpoints = next.endpoints.len(),
+                exists = next.exists,
+                updates = updates.len(),
+                "destination update"
+            );
+        }
+        self.pending.extend(updates);
+        self.sent = Some(next);
+    }
+
+    /// The next update to send, waiting for store changes as needed;
+    /// `None` ends the stream (shutdown, or the store is gone).
+    async fn next(&mut self) -> Option<Update> {
+        loop {
+            if let Some(u) = self.pending.pop_front() {
+                return Some(u);
+            }
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.sent.is_some() {
+                tokio::select! {
+                    changed = self.snapshots.changed() => changed.ok()?,
+                    _ = self.shutdown.changed() => return None,
+                }
+            }
+            let snap = self.snapshots.borrow_and_update().clone();
+            self.advance(&snap);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Destination for DestinationService {
+    type GetStream = UpdateStream<Update>;
+    type GetProfileStream = UpdateStream<DestinationProfile>;
+
+    async fn get(
+        &self,
+        request: Request<GetDestination>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let req = request.into_inner();
+        let target = authority::parse(&req.path, &self.cluster_domain).map_err(|error| {
+            tracing::debug!(path = req.path, %error, "Get refused");
+            Status::invalid_argument(error.to_string())
+        })?;
+        tracing::debug!(path = req.path, target_service = %target, "Get");
+        let state = GetState {
+            target,
+            trust_domain: self.trust_domain.clone(),
+            snapshots: self.store.subscribe(),
+            shutdown: self.shutdown.clone(),
+            sent: None,
+            pending: VecDeque::new(),
+        };
+        let stream =
+            futures::stream::unfold(
+                state,
+                |mut s| async move { s.next().await.map(|u| (Ok(u), s)) },
+            );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        tracing::debug!(path = request.get_ref().path, "GetProfile (not built yet)");
+        Err(Status::unimplemented(
+            "GetProfile is not implemented yet by weft-controller",
+        ))
+    }
+}

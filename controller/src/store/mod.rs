@@ -1,0 +1,299 @@
+//! One in-memory store of the Kubernetes objects the control plane reads.
+//!
+//! Every feed (the file feed today, kube-rs watchers later) writes here and
+//! every service (destination today) reads from here, so translation never
+//! depends on where the objects came from. The store publishes immutable
+//! [`Snapshot`]s through a `tokio::sync::watch` channel: a reader takes a
+//! consistent view without locks, and a watcher wakes within milliseconds
+//! of a change (intermediate snapshots may be skipped, never reordered).
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Identifies a namespaced object of one kind: `(namespace, name)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// The namespace (`default` when the object names none).
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The kinds the store holds; feeds use it to delete or relist one kind.
+#[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// core/v1 Service.
+    Service,
+    /// core/v1 Endpoints.
+    Endpoints,
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 ServiceAccount.
+    ServiceAccount,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
+            Kind::Pod => "Pod",
+            Kind::ServiceAccount => "ServiceAccount",
+        })
+    }
+}
+
+/// One object of a kind the store holds, as a feed delivers it. Shared
+/// (`Arc`) so rebuilding a snapshot never copies object contents.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// A Service.
+    Service(Arc<Service>),
+    /// An Endpoints object.
+    Endpoints(Arc<Endpoints>),
+    /// A Pod.
+    Pod(Arc<Pod>),
+    /// A ServiceAccount.
+    ServiceAccount(Arc<ServiceAccount>),
+}
+
+impl Object {
+    /// The object's kind.
+    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::Pod(_) => Kind::Pod,
+            Object::ServiceAccount(_) => Kind::ServiceAccount,
+        }
+    }
+
+    /// The object's `(namespace, name)`; `None` when it has no name (such
+    /// an object cannot be looked up, so feeds skip it).
+    pub fn key(&self) -> Option<ObjectKey> {
+        let meta = match self {
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::ServiceAccount(o) => &o.metadata,
+        };
+        let name = meta.name.clone().filter(|n| !n.is_empty())?;
+        let namespace = meta
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        Some(ObjectKey { namespace, name })
+    }
+}
+
+/// An immutable view of every object in the store at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Incremented on every change; lets watchers log what they saw.
+    pub version: u64,
+    /// Services by key.
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    /// Endpoints by key (same key as their Service).
+    pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
+    /// Pods by key.
+    pub pods: BTreeMap<ObjectKey, Arc<Pod>>,
+    /// ServiceAccounts by key.
+    pub service_accounts: BTreeMap<ObjectKey, Arc<ServiceAccount>>,
+}
+
+impl Snapshot {
+    /// A snapshot holding `objects`. A later object with the same kind and
+    /// key replaces an earlier one; unnamed objects are skipped.
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut s = Self::default();
+        for o in objects {
+            s.insert(o);
+        }
+        s
+    }
+
+    /// Inserts (or replaces) one object; returns whether it had a key.
+    fn insert(&mut self, object: Object) -> bool {
+        let Some(key) = object.key() else {
+            return false;
+        };
+        match object {
+            Object::Service(o) => {
+                self.services.insert(key, o);
+            }
+            Object::Endpoints(o) => {
+                self.endpoints.insert(key, o);
+            }
+            Object::Pod(o) => {
+                self.pods.insert(key, o);
+            }
+            Object::ServiceAccount(o) => {
+                self.service_accounts.insert(key, o);
+            }
+        }
+        true
+    }
+
+    /// Removes one object; returns whether it was there.
+    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+    fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::Endpoints => self.endpoints.remove(key).is_some(),
+            Kind::Pod => self.pods.remove(key).is_some(),
+            Kind::ServiceAccount => self.service_accounts.remove(key).is_some(),
+        }
+    }
+
+    /// How many objects of each kind: `(services, endpoints, pods, service accounts)`.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.services.len(),
+            self.endpoints.len(),
+            self.pods.len(),
+            self.service_accounts.len(),
+        )
+    }
+}
+
+/// The shared store: cheap to clone, every clone sees the same objects.
+#[derive(Clone, Debug)]
+pub struct Store {
+    tx: Arc<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// The current objects.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that is notified whenever the contents change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Replaces every object at once (the file feed after a reload, or a
+    /// watcher feed after a full relist): readers never see a half-applied
+    /// reload.
+    pub fn replace_all(&self, objects: impl IntoIterator<Item = Object>) {
+        let mut next = Snapshot::from_objects(objects);
+        self.tx.send_modify(|cur| {
+            next.version = cur.version + 1;
+            *cur = Arc::new(next);
+        });
+    }
+
+    /// Inserts or replaces one object (a watcher's `Apply` event).
+    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+    pub fn upsert(&self, object: Object) {
+        self.tx.send_if_modified(|cur| {
+            let snap = Arc::make_mut(cur);
+            let changed = snap.insert(object);
+            if changed {
+                snap.version += 1;
+            }
+            changed
+        });
+    }
+
+    /// Removes one object (a watcher's `Delete` event).
+    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+    pub fn remove(&self, kind: Kind, key: &ObjectKey) {
+        self.tx.send_if_modified(|cur| {
+            if !Self::contains(cur, kind, key) {
+                return false;
+            }
+            let snap = Arc::make_mut(cur);
+            snap.remove(kind, key);
+            snap.version += 1;
+            true
+        });
+    }
+
+    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
+    fn contains(s: &Snapshot, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Service => s.services.contains_key(key),
+            Kind::Endpoints => s.endpoints.contains_key(key),
+            Kind::Pod => s.pods.contains_key(key),
+            Kind::ServiceAccount => s.service_accounts.contains_key(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(ns: Option<&str>, name: &str) -> Object {
+        Object::Service(Arc::new(Service {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: ns.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        }))
+    }
+
+    #[tokio::test]
+    async fn watchers_see_replace_upsert_and_remove() {
+        let store = Store::new();
+        let mut rx = store.subscribe();
+        store.replace_all([svc(Some("shop"), "web"), svc(None, "api")]);
+        rx.changed().await.unwrap();
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.version, 1);
+        assert!(s.services.contains_key(&ObjectKey::new("shop", "web")));
+        assert!(s.services.contains_key(&ObjectKey::new("default", "api")));
+
+        store.upsert(svc(Some("shop"), "db"));
+        rx.changed().await.unwrap();
+        assert_eq!(rx.borrow_and_update().services.len(), 3);
+
+        store.remove(Kind::Service, &ObjectKey::new("shop", "nope"));
+        assert!(!rx.has_changed().unwrap());
+        store.remove(Kind::Service, &ObjectKey::new("shop", "db"));
+        rx.changed().await.unwrap();
+        assert_eq!(rx.borrow_and_update().services.len(), 2);
+        // The first snapshot a reader took is unchanged.
+        assert_eq!(s.services.len(), 2);
+        assert_eq!(s.version, 1);
+    }
+}
