@@ -90,6 +90,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             None,
         ),
     );
+    let discovery = match (&config.destination_addr, &identity, &config.identity) {
+        (Some(addr), Some(local), Some(id)) => {
+            let roots = local.roots().clone();
+            let channel = crate::control::channel(addr, &id.control_identity, roots, None);
+            tracing::info!(destination = %addr, "resolving service names with the destination service");
+            Some(crate::discovery::Discovery::new(channel))
+        }
+        _ => None,
+    };
     let outbound = Outbound::new(
         side(Direction::Outbound),
         outbound_addr,
@@ -101,6 +110,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             Direction::Outbound,
             identity.clone(),
         ),
+        discovery,
     );
 
     let identity_note = match (&identity, &config.identity) {

@@ -45,6 +45,9 @@ pub struct Config {
     /// Inbound destination ports that refuse connections without a
     /// verified client identity (`WEFT_PROXY_REQUIRE_IDENTITY_PORTS`).
     pub require_identity_ports: PortSet,
+    /// The controller's destination service (`WEFT_PROXY_DESTINATION_ADDR`,
+    /// `host:port`). Needs identity: the controller only speaks TLS.
+    pub destination_addr: Option<String>,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
     pub detect_timeout: Duration,
@@ -185,7 +188,18 @@ impl Config {
             ));
         }
 
+        let destination_addr = var("WEFT_PROXY_DESTINATION_ADDR");
+        if let (Some(addr), None) = (&destination_addr, &identity) {
+            return Err(err(
+                "WEFT_PROXY_DESTINATION_ADDR",
+                addr,
+                "requires identity (WEFT_PROXY_IDENTITY_*): the controller is reached over TLS"
+                    .into(),
+            ));
+        }
+
         Ok(Config {
+            destination_addr,
             identity,
             require_identity_ports,
             inbound_addr: addr("WEFT_PROXY_INBOUND_ADDR", "0.0.0.0:4143")?,

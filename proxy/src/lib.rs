@@ -20,6 +20,8 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod conn;
+pub mod control;
+pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod identity;

@@ -8,6 +8,8 @@
 
 use crate::config::MeshedTargets;
 use crate::conn::{Side, Target};
+use crate::discovery::balance::PeakEwma;
+use crate::discovery::{Discovery, Resolution};
 use crate::http::client::{Clients, Endpoint};
 use crate::http::errors::{NewErrors, ProxyError};
 use crate::http::forward::Forward;
@@ -47,7 +49,12 @@ struct Router {
     forward: Forward,
     meshed: MeshedTargets,
     listen_addr: SocketAddr,
+    discovery: Option<(Discovery, PeakEwma)>,
 }
+
+/// How long a request waits for the controller's first answer about a
+/// name before falling back to the original destination.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 // === impl Outbound ===
 
@@ -60,6 +67,7 @@ impl Outbound {
         meshed: MeshedTargets,
         http_metrics: HttpMetrics,
         clients: Clients,
+        discovery: Option<Discovery>,
     ) -> Self {
         let forward = Forward::new(
             clients,
@@ -75,6 +83,7 @@ impl Outbound {
                 forward,
                 meshed,
                 listen_addr,
+                discovery: discovery.map(|d| (d, PeakEwma::default())),
             }),
         }
     }
@@ -134,6 +143,12 @@ impl Router {
         // Only a peer proxy may speak orig-proto; never trust the app's.
         req.headers_mut().remove(headers::L5D_ORIG_PROTO);
 
+        // A name the controller knows is balanced over its endpoints;
+        // anything else goes to the original destination.
+        if let Some(rsp) = self.route_discovered(&mut req).await {
+            return rsp;
+        }
+
         let target = match orig_dst {
             Some(addr) => addr,
             None => resolve(headers::authority(&req)).await?,
@@ -141,17 +156,73 @@ impl Router {
         if self.is_self(target) {
             return Err(ProxyError::Loop(target));
         }
-        if req.method() == Method::CONNECT {
-            return self.forward.connect_tunnel(target, req).await;
-        }
+        let meshed = self.meshed.get(&target).map(|m| m.identity);
+        self.send(req, target, meshed).await
+    }
 
+    /// Routes by discovery when the request names a service the controller
+    /// knows (`None`: not discovered, route as usual).
+    async fn route_discovered(
+        &self,
+        req: &mut Request<BoxBody>,
+    ) -> Option<Result<Response<BoxBody>, ProxyError>> {
+        let (discovery, balancer) = self.discovery.as_ref()?;
+        let authority = headers::authority(req)?;
+        if authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok()
+        {
+            return None;
+        }
+        let name = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let endpoints = match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
+            Resolution::Endpoints(eps) => eps,
+            Resolution::Unknown | Resolution::Pending => return None,
+        };
+        let Some((endpoint, in_flight)) = balancer.pick(&endpoints) else {
+            return Some(Err(ProxyError::NoEndpoints(name)));
+        };
+        if self.is_self(endpoint.addr) {
+            return Some(Err(ProxyError::Loop(endpoint.addr)));
+        }
+        let req = std::mem::replace(req, Request::new(crate::http::body::empty()));
+        let rsp = self
+            .send(
+                req,
+                endpoint.addr,
+                endpoint.h2.then(|| endpoint.identity.clone()),
+            )
+            .await;
+        if rsp.is_ok() {
+            in_flight.done();
+        }
+        Some(rsp)
+    }
+
+    /// Sends to `addr`; `meshed` is `Some(identity)` when a Weft proxy is
+    /// there (HTTP/1 is carried over HTTP/2, mTLS when the identity is known).
+    async fn send(
+        &self,
+        mut req: Request<BoxBody>,
+        addr: SocketAddr,
+        meshed: Option<Option<Arc<str>>>,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return self.forward.connect_tunnel(addr, req).await;
+        }
         let http1 = matches!(req.version(), Version::HTTP_10 | Version::HTTP_11);
-        let meshed = self.meshed.get(&target);
-        let identity = meshed.as_ref().and_then(|m| m.identity.clone());
+        let identity = meshed.clone().flatten();
         if http1 && meshed.is_some() && !headers::is_upgrade(&req) {
             if let Some(orig) = orig_proto::upgrade_request(&mut req) {
                 let endpoint = Endpoint {
-                    addr: target,
+                    addr,
                     version: HttpVersion::Http2,
                     identity,
                 };
@@ -160,14 +231,13 @@ impl Router {
                 return Ok(rsp);
             }
         }
-
         let version = if http1 {
             HttpVersion::Http1
         } else {
             HttpVersion::Http2
         };
         let endpoint = Endpoint {
-            addr: target,
+            addr,
             version,
             identity,
         };

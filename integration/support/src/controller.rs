@@ -15,6 +15,8 @@ pub struct ControllerProcess {
     pub identity_addr: SocketAddr,
     /// The admin server.
     pub admin_addr: SocketAddr,
+    /// The destination service (served only with a config dir).
+    pub destination_addr: SocketAddr,
 }
 
 /// `SA.NS.serviceaccount.identity.weft.cluster.local`.
@@ -31,6 +33,25 @@ impl ControllerProcess {
         Self::start_in(bin, dir, leaf_lifetime, crate::free_addr()).await
     }
 
+    /// Like [`start`](Self::start), also serving the destination service
+    /// from the Kubernetes-style YAML in `config_dir`.
+    pub async fn start_with_config(
+        bin: &Path,
+        leaf_lifetime: &str,
+        config_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        weft_identity::init(dir.path(), &weft_identity::InitOptions::default())?;
+        Self::launch(
+            bin,
+            dir,
+            leaf_lifetime,
+            crate::free_addr(),
+            Some(config_dir),
+        )
+        .await
+    }
+
     /// Starts the controller on existing material in `dir`, serving
     /// identity on `identity_addr`; waits (≤ 20 s) for `/ready`.
     pub async fn start_in(
@@ -39,17 +60,35 @@ impl ControllerProcess {
         leaf_lifetime: &str,
         identity_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::launch(bin, dir, leaf_lifetime, identity_addr, None).await
+    }
+
+    async fn launch(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        leaf_lifetime: &str,
+        identity_addr: SocketAddr,
+        config_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             bin.is_file(),
             "{} missing: build the workspace first",
             bin.display()
         );
         let admin_addr = crate::free_addr();
+        let destination_addr = crate::free_addr();
         let log = std::fs::File::create(dir.path().join("controller.log"))?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(config) = config_dir {
+            cmd.arg("--config-dir")
+                .arg(config)
+                .args(["--config-poll-interval", "200ms"]);
+        }
+        let child = cmd
             .arg("--identity-dir")
             .arg(dir.path())
             .args(["--identity-addr", &identity_addr.to_string()])
+            .args(["--destination-addr", &destination_addr.to_string()])
             .args(["--admin-addr", &admin_addr.to_string()])
             .args(["--identity-leaf-lifetime", leaf_lifetime])
             .env("WEFT_CONTROLLER_LOG", "info")
@@ -62,6 +101,7 @@ impl ControllerProcess {
             dir,
             identity_addr,
             admin_addr,
+            destination_addr,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !matches!(

@@ -29,6 +29,10 @@ pub enum ProxyError {
     /// The target is this proxy itself: forwarding would loop forever.
     #[error("forwarding loop: {0} is this proxy's own listener")]
     Loop(SocketAddr),
+    /// The service exists but has no ready endpoints: fail fast rather
+    /// than queue.
+    #[error("service {0} has no endpoints")]
+    NoEndpoints(String),
     /// The target could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -71,6 +75,7 @@ impl ProxyError {
         match self {
             ProxyError::NoTarget => StatusCode::BAD_REQUEST,
             ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Resolve { .. }
             | ProxyError::Loop(_)
             | ProxyError::Connect(_)

@@ -16,13 +16,10 @@
 use super::LocalIdentity;
 use crate::config::IdentityConfig;
 use crate::metrics::IdentityMetrics;
-use hyper_util::rt::TokioIo;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient;
 use linkerd2_proxy_api::identity::CertifyRequest;
-use rustls::pki_types::ServerName;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Share of a certificate's lifetime after which it is refreshed.
 const REFRESH_AT: f64 = 0.7;
@@ -61,7 +58,13 @@ pub enum CertifyError {
 /// Refreshes `identity` forever (spawn it). `metrics` records each attempt
 /// and the current certificate's expiry.
 pub async fn run(identity: LocalIdentity, config: IdentityConfig, metrics: IdentityMetrics) {
-    let mut client = IdentityClient::new(control_channel(&identity, &config));
+    let channel = crate::control::channel(
+        &config.addr,
+        &config.control_identity,
+        identity.roots().clone(),
+        Some(CERTIFY_TIMEOUT),
+    );
+    let mut client = IdentityClient::new(channel);
     let mut backoff = MIN_BACKOFF;
     loop {
         let wait = match certify_once(&mut client, &identity, &config).await {
@@ -134,41 +137,4 @@ async fn certify_once(
             .map_err(|e| CertifyError::BadResponse(e.to_string()))?;
     identity.set_certificate(certified, expiry);
     Ok(expiry)
-}
-
-/// A lazily connecting gRPC channel to the identity service over TLS that
-/// accepts only the controller's identity.
-fn control_channel(identity: &LocalIdentity, config: &IdentityConfig) -> Channel {
-    let mut tls = rustls::ClientConfig::builder_with_provider(weft_identity::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map(|b| {
-            b.with_root_certificates(identity.roots().clone())
-                .with_no_client_auth()
-        });
-    if let Ok(tls) = tls.as_mut() {
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-    }
-    let tls = tls.map(Arc::new);
-    let addr = config.addr.clone();
-    let server_name = config.control_identity.clone();
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let (tls, addr, server_name) = (tls.clone(), addr.clone(), server_name.clone());
-        async move {
-            let tls = tls.map_err(|e| std::io::Error::other(e.to_string()))?;
-            let name = ServerName::try_from(server_name)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let tcp = tokio::net::TcpStream::connect(addr.as_str()).await?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(TokioIo::new(stream))
-        }
-    });
-    // The URI only names the authority for HTTP/2; the connector above
-    // decides where and how to connect.
-    Endpoint::from_static("http://identity.weft")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(CERTIFY_TIMEOUT)
-        .connect_with_connector_lazy(connector)
 }

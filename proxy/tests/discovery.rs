@@ -1,0 +1,196 @@
+//! Outbound service discovery against a real `weft-controller` serving
+//! Kubernetes-style YAML from a directory: balancing over the endpoints it
+//! announces, mTLS to meshed ones, following changes, surviving the
+//! controller going away, and falling back for names it does not know.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weft_test_support::backend::HttpBackend;
+use weft_test_support::client::send_h1;
+use weft_test_support::controller::{identity, ControllerProcess};
+use weft_test_support::metrics::sum;
+use weft_test_support::proxy::ProxyProcess;
+
+const NS: &str = "shop";
+const API: &str = "http://api.shop.svc.cluster.local/";
+
+fn proxy_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
+}
+
+fn controller_bin() -> PathBuf {
+    proxy_bin().with_file_name("weft-controller")
+}
+
+/// YAML for Service `api` whose endpoints are the given (pod, port) pairs;
+/// every pod is meshed with ServiceAccount `api`.
+fn api_service(endpoints: &[(&str, u16)]) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: api, namespace: shop}\nsubsets:\n",
+    );
+    for (pod, port) in endpoints {
+        y.push_str(&format!(
+            "- addresses:\n  - ip: 127.0.0.1\n    targetRef: {{kind: Pod, name: {pod}, namespace: shop}}\n  ports:\n  - {{name: http, port: {port}}}\n"
+        ));
+    }
+    if endpoints.is_empty() {
+        y.push_str("- addresses: []\n  ports:\n  - {name: http, port: 8080}\n");
+    }
+    for (pod, _) in endpoints {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: shop\n  annotations: {{linkerd.io/inject: enabled}}\nspec:\n  serviceAccountName: api\n  containers: [{{name: app, image: api}}]\n"
+        ));
+    }
+    y
+}
+
+/// Replaces `file` atomically, as the file feed documentation asks.
+fn write(dir: &Path, file: &str, yaml: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(tmp, dir.join(file)).unwrap();
+}
+
+async fn get(proxy: &ProxyProcess, uri: &str) -> http::Response<hyper::body::Incoming> {
+    let req = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    send_h1(proxy.outbound, req).await.unwrap()
+}
+
+/// Two meshed "api" pods (a proxy in front of a backend each) and a client
+/// proxy "web" that resolves names through the controller.
+struct Mesh {
+    config: tempfile::TempDir,
+    ctl: ControllerProcess,
+    backends: [HttpBackend; 2],
+    pods: [ProxyProcess; 2],
+    web: ProxyProcess,
+}
+
+async fn mesh() -> Mesh {
+    let config = tempfile::tempdir().unwrap();
+    write(config.path(), "api.yaml", &api_service(&[]));
+    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config.path())
+        .await
+        .unwrap();
+    let backends = [HttpBackend::start().await, HttpBackend::start().await];
+    let mut pods = Vec::new();
+    for b in &backends {
+        let p = ctl.proxy(proxy_bin(), NS, "api").unwrap();
+        pods.push(
+            p.env("WEFT_PROXY_INBOUND_FORWARD", b.addr)
+                .spawn()
+                .await
+                .unwrap(),
+        );
+    }
+    let web = ctl
+        .proxy(proxy_bin(), NS, "web")
+        .unwrap()
+        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
+        .spawn()
+        .await
+        .unwrap();
+    let pods: [ProxyProcess; 2] = pods.try_into().unwrap();
+    Mesh {
+        config,
+        ctl,
+        backends,
+        pods,
+        web,
+    }
+}
+
+#[tokio::test]
+async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
+    let mut m = mesh().await;
+    let eps = [
+        ("api-0", m.pods[0].inbound.port()),
+        ("api-1", m.pods[1].inbound.port()),
+    ];
+    write(m.config.path(), "api.yaml", &api_service(&eps));
+
+    // Both endpoints serve (within a few seconds of the file change).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.backends[0].requests() == 0 || m.backends[1].requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not balanced over both endpoints"
+        );
+        let rsp = get(&m.web, API).await;
+        assert!(
+            matches!(rsp.status().as_u16(), 200 | 503),
+            "{:?}",
+            rsp.headers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(get(&m.web, API).await.status(), 200);
+    }
+    // Meshed endpoints: mTLS to the pods' identity, HTTP/2 between proxies.
+    let metrics = m.web.metrics().await;
+    let api_id = identity(NS, "api");
+    let secured = [
+        ("direction", "outbound"),
+        ("tls", "true"),
+        ("server_id", api_id.as_str()),
+    ];
+    assert!(
+        sum(&metrics, "response_total", &secured) >= 20.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        m.backends[0].requests() + m.backends[1].requests(),
+        (sum(&metrics, "response_total", &[("status_code", "200")])) as usize
+    );
+
+    // Scale down to api-1: traffic follows.
+    write(m.config.path(), "api.yaml", &api_service(&eps[1..]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = m.backends[0].requests();
+        for _ in 0..10 {
+            assert_eq!(get(&m.web, API).await.status(), 200);
+        }
+        if m.backends[0].requests() == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "traffic still reaches the removed endpoint"
+        );
+    }
+
+    // The controller goes away: the last known endpoints keep serving.
+    m.ctl.kill();
+    let served = m.backends[1].requests();
+    for _ in 0..10 {
+        assert_eq!(get(&m.web, API).await.status(), 200);
+    }
+    assert_eq!(m.backends[1].requests(), served + 10);
+}
+
+#[tokio::test]
+async fn empty_services_fail_fast_and_unknown_names_fall_back() {
+    let m = mesh().await;
+    // `api` exists with no endpoints: 503 with a reason, no waiting.
+    let started = Instant::now();
+    let rsp = get(&m.web, API).await;
+    assert_eq!(rsp.status(), 503);
+    let reason = rsp.headers()["l5d-proxy-error"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("no endpoints"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A name the controller does not serve goes where it names.
+    let other = HttpBackend::start().await;
+    let rsp = get(&m.web, &format!("http://localhost:{}/", other.addr.port())).await;
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(other.requests(), 1);
+}
