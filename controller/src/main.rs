@@ -3,8 +3,8 @@
 //! Today it runs the identity service (the mesh's CA,
 //! `io.linkerd.proxy.identity.Identity/Certify`, over TLS with the
 //! controller's own certificate), the destination service
-//! (`io.linkerd.proxy.destination.Destination/Get`, over the same TLS, fed
-//! from `--config-dir`) and the admin server (`/ready`, `/live`,
+//! (`io.linkerd.proxy.destination.Destination/Get` and `GetProfile`, over
+//! the same TLS, fed from `--config-dir`) and the admin server (`/ready`, `/live`,
 //! `/metrics`). The injector and metrics API join it later; their flags are
 //! already parsed so the interface stays fixed. See `docs/identity.md` and
 //! `docs/destination.md`.
@@ -340,7 +340,7 @@ async fn start_feed(args: &Args) -> Result<Option<store::Store>, StartError> {
             );
         } else {
             tracing::info!(
-                "destination service disabled: start with --config-dir DIR to serve endpoints from YAML files"
+                "destination service disabled: start with --config-dir DIR to serve endpoints and profiles from YAML files"
             );
         }
         return Ok(None);
@@ -359,7 +359,8 @@ async fn start_feed(args: &Args) -> Result<Option<store::Store>, StartError> {
     tracing::info!(
         dir = %dir.display(),
         files = report.loaded + report.failed,
-        rejected = report.failed,
+        rejected_files = report.failed,
+        rejected_objects = report.rejected,
         poll_interval = ?args.config_poll_interval,
         "file feed started"
     );

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
@@ -14,10 +13,12 @@ use linkerd2_proxy_api::destination::{
     protocol_hint, tls_identity, update, GetDestination, Update, WeightedAddr,
 };
 use linkerd2_proxy_api::net::TcpAddress;
-use support::{channel, controller_name, identity_dir, Controller};
+use support::{
+    destination_client as client, identity_dir, start_with_config as start, write_config as write,
+    Controller,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-use weft_identity::IdentityDir;
 
 /// Upper bound on every wait for an update.
 const WAIT: Duration = Duration::from_secs(10);
@@ -91,43 +92,6 @@ fn web_yaml(addrs: &[(&str, u16, &str)]) -> String {
         ));
     }
     s
-}
-
-/// Replaces `name` in `dir` atomically (write a hidden temp file, rename),
-/// as the docs recommend.
-fn write(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-async fn start(files: &[(&str, &str)]) -> (tempfile::TempDir, tempfile::TempDir, Controller) {
-    let id = identity_dir();
-    let cfg = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        write(cfg.path(), name, text);
-    }
-    let ctl = Controller::start(
-        id.path(),
-        &[
-            "--config-dir",
-            cfg.path().to_str().unwrap(),
-            "--config-poll-interval",
-            "200ms",
-        ],
-    )
-    .await
-    .unwrap();
-    (id, cfg, ctl)
-}
-
-async fn client(id: &Path, ctl: &Controller) -> DestinationClient<Channel> {
-    let anchor = IdentityDir::new(id).read_trust_anchors_pem().unwrap();
-    DestinationClient::new(
-        channel(ctl.destination, &anchor, &controller_name())
-            .await
-            .unwrap(),
-    )
 }
 
 async fn get(c: &mut DestinationClient<Channel>, path: &str) -> Streaming<Update> {
@@ -372,16 +336,16 @@ async fn unknown_services_short_names_and_refusals() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
-    // GetProfile is not built yet.
+    // GetProfile refuses the same names (its answers are in profile.rs).
     let err = c
         .get_profile(GetDestination {
             scheme: "k8s".into(),
-            path: "web.shop:80".into(),
+            path: "www.example.com:443".into(),
             context_token: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Graceful shutdown ends open streams promptly.
     let mut ctl = ctl;

@@ -330,7 +330,11 @@ spec:
 ";
 
     fn snap() -> Snapshot {
-        Snapshot::from_objects(parse_documents(std::path::Path::new("t.yaml"), YAML).unwrap())
+        Snapshot::from_objects(
+            parse_documents(std::path::Path::new("t.yaml"), YAML)
+                .unwrap()
+                .objects,
+        )
     }
 
     fn target(port: u16) -> Target {

@@ -13,10 +13,17 @@
 //! "no such service" and our proxy falls back to the original address.
 //! A path that cannot name a Service in this cluster (another domain, a
 //! bad port) is refused with `InvalidArgument`, also as Linkerd does.
-//! `GetProfile` answers `Unimplemented` for now.
+//!
+//! `GetProfile` accepts the same authorities and streams the Service's
+//! `DestinationProfile` (routes and retry budget from its ServiceProfile,
+//! `dst_overrides` from its TrafficSplit; see [`profile`]): the current
+//! profile first, then a new one whenever a store change alters it. A
+//! Service without either gets Linkerd's default profile (no routes, no
+//! overrides, default retry budget), so proxies never wait for one.
 
 pub mod authority;
 pub mod endpoints;
+pub mod profile;
 
 use crate::store::{Snapshot, Store};
 use authority::Target;
@@ -112,6 +119,56 @@ impl GetState {
     }
 }
 
+/// Per-stream state of a `GetProfile`.
+struct ProfileState {
+    target: Target,
+    cluster_domain: Arc<str>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    sent: Option<profile::Translation>,
+}
+
+impl ProfileState {
+    /// The next profile to send: the current one at first, then each one
+    /// that differs from what was sent; `None` ends the stream.
+    async fn next(&mut self) -> Option<DestinationProfile> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.sent.is_some() {
+                tokio::select! {
+                    changed = self.snapshots.changed() => changed.ok()?,
+                    _ = self.shutdown.changed() => return None,
+                }
+            }
+            let snap = self.snapshots.borrow_and_update().clone();
+            let next = profile::translate(&snap, &self.target, &self.cluster_domain);
+            if self.sent.as_ref() == Some(&next) {
+                continue;
+            }
+            for note in next
+                .ignored
+                .iter()
+                .filter(|n| self.sent.as_ref().is_none_or(|s| !s.ignored.contains(n)))
+            {
+                tracing::warn!(target_service = %self.target, "profile: ignoring {note}");
+            }
+            tracing::debug!(
+                target_service = %self.target,
+                version = snap.version,
+                routes = next.profile.routes.len(),
+                dst_overrides = next.profile.dst_overrides.len(),
+                opaque = next.profile.opaque_protocol,
+                "profile update"
+            );
+            let out = next.profile.clone();
+            self.sent = Some(next);
+            return Some(out);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Destination for DestinationService {
     type GetStream = UpdateStream<Update>;
@@ -147,9 +204,24 @@ impl Destination for DestinationService {
         &self,
         request: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
-        tracing::debug!(path = request.get_ref().path, "GetProfile (not built yet)");
-        Err(Status::unimplemented(
-            "GetProfile is not implemented yet by weft-controller",
-        ))
+        let req = request.into_inner();
+        let target = authority::parse(&req.path, &self.cluster_domain).map_err(|error| {
+            tracing::debug!(path = req.path, %error, "GetProfile refused");
+            Status::invalid_argument(error.to_string())
+        })?;
+        tracing::debug!(path = req.path, target_service = %target, "GetProfile");
+        let state = ProfileState {
+            target,
+            cluster_domain: self.cluster_domain.clone(),
+            snapshots: self.store.subscribe(),
+            shutdown: self.shutdown.clone(),
+            sent: None,
+        };
+        let stream =
+            futures::stream::unfold(
+                state,
+                |mut s| async move { s.next().await.map(|p| (Ok(p), s)) },
+            );
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -5,17 +5,22 @@
 //! Every `*.yaml`/`*.yml` file directly in the directory (any name; names
 //! starting with `.` are skipped, so editors' and atomic writers' temporary
 //! files are ignored) may hold several `---`-separated documents. Each
-//! document is dispatched by `apiVersion`/`kind` to its k8s-openapi type;
-//! kinds the store does not hold (ServiceProfile, TrafficSplit, …) are
-//! skipped with a debug log so those files can live in the same directory.
+//! document is decoded by `weft-smi-crds`' loader (the one the CLI uses)
+//! and dispatched by `apiVersion`/`kind`: core kinds to their k8s-openapi
+//! types, ServiceProfile/TrafficSplit/HTTPRouteGroup to the typed and
+//! validated `weft-smi-crds` forms; other kinds (ConfigMap, TrafficTarget,
+//! …) are skipped with a debug log so they can live in the same directory.
 //!
 //! The directory is polled (file size, mtime, ctime and inode); a changed
 //! file is re-parsed and the store's contents are replaced in one step. A
 //! file that fails to parse is reported with its path and line and the
 //! objects it last parsed to are kept, so a half-saved edit never empties
-//! a service.
+//! a service. An object that parses but fails validation (a bad regex in a
+//! ServiceProfile, a TrafficSplit with all-zero weights) is rejected alone:
+//! it is logged with its field paths, file and line, its previous valid
+//! version stays in force, and the rest of the file is loaded.
 
-use crate::store::{Object, Store};
+use crate::store::{Kind, Object, ObjectKey, Store};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -23,6 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use weft_smi_crds::{AnyObject, ValidationErrors};
 
 /// Why the feed could not start or a file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,75 +71,232 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
-impl FeedError {
-    fn parse(path: &Path, what: &str, e: &serde_yaml::Error) -> Self {
-        let loc = e.location();
-        FeedError::Parse {
-            path: path.to_owned(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
-            message: format!("{what}: {e}"),
-        }
-    }
+/// An object that parsed but failed its kind's validation (a bad regex in
+/// a ServiceProfile, all-zero TrafficSplit weights, …). The feed keeps the
+/// object's previous valid version, if it has one, instead of storing it.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's `(namespace, name)`.
+    pub key: ObjectKey,
+    /// 1-based line where the object's document starts.
+    pub line: usize,
+    /// Every problem, with its field path (`spec.routes[0].condition.pathRegex`).
+    pub errors: ValidationErrors,
 }
 
-/// The type header every Kubernetes document starts with.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
+/// What one file parsed to.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Valid objects of the kinds the store holds.
+    pub objects: Vec<Object>,
+    /// Objects rejected by validation.
+    pub rejected: Vec<Rejected>,
 }
 
 /// Parses one file's text into the objects the store holds. `path` is
 /// only used in errors and logs.
-pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, FeedError> {
-    // Pass 1: each document's apiVersion/kind (and YAML syntax errors).
-    let mut headers = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let header = Option::<TypeMeta>::deserialize(doc)
-            .map_err(|e| FeedError::parse(path, "invalid YAML or not a Kubernetes object", &e))?;
-        headers.push(header);
-    }
-    // Pass 2: the typed objects, deserialized from the same text so errors
-    // carry their line in the file.
-    let mut objects = Vec::new();
-    for (doc, header) in serde_yaml::Deserializer::from_str(text).zip(headers) {
-        let Some(TypeMeta { api_version, kind }) = header else {
-            continue; // an empty document, e.g. a trailing `---`
-        };
-        let api_version = api_version.unwrap_or_default();
-        let kind = kind.unwrap_or_default();
-        let what = format!("{kind} ({api_version})");
-        let object = match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => Service::deserialize(doc).map(|o| Object::Service(Arc::new(o))),
-            ("v1", "Endpoints") => {
-                Endpoints::deserialize(doc).map(|o| Object::Endpoints(Arc::new(o)))
-            }
-            ("v1", "Pod") => Pod::deserialize(doc).map(|o| Object::Pod(Arc::new(o))),
-            ("v1", "ServiceAccount") => {
-                ServiceAccount::deserialize(doc).map(|o| Object::ServiceAccount(Arc::new(o)))
-            }
-            _ => {
+///
+/// Documents are split and decoded by `weft_smi_crds::parse_documents_with_positions`
+/// (one YAML loader for the controller and the CLI): the mesh's own kinds
+/// come back typed, core kinds as JSON that is decoded here into their
+/// k8s-openapi types. A document that is not YAML or not a valid instance
+/// of its type fails the whole file (`Err`); a typed object that fails
+/// validation is returned in [`Parsed::rejected`] so the caller can keep
+/// that object's previous version while still loading the rest.
+pub fn parse_documents(path: &Path, text: &str) -> Result<Parsed, FeedError> {
+    let docs = weft_smi_crds::parse_documents_with_positions(text).map_err(|e| {
+        let what = e
+            .kind
+            .as_deref()
+            .unwrap_or("invalid YAML or not a Kubernetes object");
+        FeedError::Parse {
+            path: path.to_owned(),
+            line: Some(e.line),
+            column: (e.column > 0).then_some(e.column),
+            message: format!("document {}: {what}: {}", e.document, e.message),
+        }
+    })?;
+    let mut out = Parsed::default();
+    for doc in docs {
+        let line = doc.line;
+        let kind_name = doc.object.kind().to_owned();
+        let object = match doc.object {
+            AnyObject::Other {
+                api_version,
+                kind,
+                object,
+            } => match core_object(&api_version, &kind, object) {
+                Some(Ok(o)) => o,
+                Some(Err(e)) => return Err(core_error(path, text, line, &api_version, &kind, &e)),
+                None => {
+                    tracing::debug!(
+                        path = %path.display(),
+                        line,
+                        api_version,
+                        kind,
+                        "skipping a document of a kind the store does not hold"
+                    );
+                    continue;
+                }
+            },
+            AnyObject::ServiceProfile(sp) => match sp.validate() {
+                Ok(()) => Object::ServiceProfile(Arc::new(*sp)),
+                Err(errors) => {
+                    let key = key_of(
+                        sp.metadata.namespace.as_deref(),
+                        sp.metadata.name.as_deref(),
+                    );
+                    reject(&mut out, path, Kind::ServiceProfile, key, line, errors);
+                    continue;
+                }
+            },
+            AnyObject::TrafficSplit(ts) => match ts.to_split() {
+                Ok(split) => Object::TrafficSplit(Arc::new(split)),
+                Err(errors) => {
+                    let meta = ts.metadata();
+                    let key = key_of(meta.namespace.as_deref(), meta.name.as_deref());
+                    reject(&mut out, path, Kind::TrafficSplit, key, line, errors);
+                    continue;
+                }
+            },
+            AnyObject::HttpRouteGroup(rg) => match rg.validate() {
+                Ok(()) => Object::HttpRouteGroup(Arc::new(*rg)),
+                Err(errors) => {
+                    let key = key_of(
+                        rg.metadata.namespace.as_deref(),
+                        rg.metadata.name.as_deref(),
+                    );
+                    reject(&mut out, path, Kind::HttpRouteGroup, key, line, errors);
+                    continue;
+                }
+            },
+            other @ (AnyObject::TcpRoute(_) | AnyObject::TrafficTarget(_)) => {
                 tracing::debug!(
                     path = %path.display(),
-                    api_version,
-                    kind,
+                    line,
+                    kind = other.kind(),
                     "skipping a document of a kind the store does not hold"
                 );
                 continue;
             }
-        }
-        .map_err(|e| FeedError::parse(path, &what, &e))?;
+        };
         if object.key().is_none() {
-            tracing::warn!(path = %path.display(), kind, "skipping an object without metadata.name");
+            tracing::warn!(path = %path.display(), line, kind = kind_name, "skipping an object without metadata.name");
             continue;
         }
-        objects.push(object);
+        out.objects.push(object);
     }
-    Ok(objects)
+    Ok(out)
+}
+
+/// `(namespace, name)` as the store keys it; `None` without a name.
+fn key_of(namespace: Option<&str>, name: Option<&str>) -> Option<ObjectKey> {
+    let name = name.filter(|n| !n.is_empty())?;
+    let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or("default");
+    Some(ObjectKey::new(namespace, name))
+}
+
+fn reject(
+    out: &mut Parsed,
+    path: &Path,
+    kind: Kind,
+    key: Option<ObjectKey>,
+    line: usize,
+    errors: ValidationErrors,
+) {
+    match key {
+        Some(key) => out.rejected.push(Rejected {
+            kind,
+            key,
+            line,
+            errors,
+        }),
+        None => tracing::warn!(
+            path = %path.display(),
+            line,
+            %kind,
+            %errors,
+            "skipping an invalid object without metadata.name"
+        ),
+    }
+}
+
+/// Decodes a core kind the store holds; `None` for other kinds.
+fn core_object(
+    api_version: &str,
+    kind: &str,
+    object: serde_json::Value,
+) -> Option<Result<Object, serde_json::Error>> {
+    fn typed<T: serde::de::DeserializeOwned>(
+        v: serde_json::Value,
+    ) -> Result<Arc<T>, serde_json::Error> {
+        serde_json::from_value(v).map(Arc::new)
+    }
+    Some(match (api_version, kind) {
+        ("v1", "Service") => typed(object).map(Object::Service),
+        ("v1", "Endpoints") => typed(object).map(Object::Endpoints),
+        ("v1", "Pod") => typed(object).map(Object::Pod),
+        ("v1", "ServiceAccount") => typed(object).map(Object::ServiceAccount),
+        _ => return None,
+    })
+}
+
+/// The error for a core object that does not decode. JSON values carry no
+/// positions, so the document (from its start line) is decoded once more
+/// with serde_yaml purely to find the line, column and field path of the
+/// problem; if that somehow succeeds, the JSON error is reported at the
+/// document's start line.
+fn core_error(
+    path: &Path,
+    text: &str,
+    start: usize,
+    api_version: &str,
+    kind: &str,
+    json: &serde_json::Error,
+) -> FeedError {
+    let what = format!("{kind} ({api_version})");
+    let rest = text
+        .split_inclusive('\n')
+        .skip(start.saturating_sub(1))
+        .collect::<String>();
+    let located =
+        serde_yaml::Deserializer::from_str(&rest)
+            .next()
+            .map(|doc| match (api_version, kind) {
+                ("v1", "Service") => Service::deserialize(doc).err(),
+                ("v1", "Endpoints") => Endpoints::deserialize(doc).err(),
+                ("v1", "Pod") => Pod::deserialize(doc).err(),
+                ("v1", "ServiceAccount") => ServiceAccount::deserialize(doc).err(),
+                _ => None,
+            });
+    match located.flatten() {
+        Some(e) => {
+            let loc = e.location();
+            FeedError::Parse {
+                path: path.to_owned(),
+                line: loc.as_ref().map(|l| l.line() + start - 1),
+                column: loc.as_ref().map(|l| l.column()),
+                message: format!("{what}: {}", strip_location(&e.to_string())),
+            }
+        }
+        None => FeedError::Parse {
+            path: path.to_owned(),
+            line: Some(start),
+            column: None,
+            message: format!("{what}: {json}"),
+        },
+    }
+}
+
+/// serde_yaml appends "at line L column C" relative to the text it read;
+/// the error carries absolute positions instead.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(pos) if msg[pos..].contains(" column ") => msg[..pos].to_owned(),
+        _ => msg.to_owned(),
+    }
 }
 
 /// What identifies one version of a file without reading it.
@@ -180,6 +343,8 @@ pub struct PollReport {
     pub failed: usize,
     /// Files that disappeared (their objects dropped).
     pub removed: usize,
+    /// Objects that failed validation (their previous valid versions kept).
+    pub rejected: usize,
 }
 
 fn is_config_file(path: &Path) -> bool {
@@ -207,6 +372,19 @@ impl FileFeed {
             store,
             files: BTreeMap::new(),
         })
+    }
+
+    /// The object of `kind` and `key` currently loaded from any file: the
+    /// "previous valid version" kept when a new version is invalid. Taken
+    /// from the current state rather than a history, so an object that was
+    /// deleted does not come back when an invalid version reappears.
+    fn current(&self, kind: Kind, key: &ObjectKey) -> Option<Object> {
+        self.files
+            .values()
+            .rev() // the file sorting last wins, as in the store
+            .flat_map(|f| f.objects.iter().rev())
+            .find(|o| o.kind() == kind && o.key().as_ref() == Some(key))
+            .cloned()
     }
 
     /// Looks for changed, new and removed files; re-parses what changed
@@ -270,7 +448,23 @@ impl FileFeed {
             }
             let parsed = text.and_then(|text| parse_documents(&path, &text));
             match parsed {
-                Ok(objects) => {
+                Ok(Parsed {
+                    mut objects,
+                    rejected,
+                }) => {
+                    for r in rejected {
+                        report.rejected += 1;
+                        let previous = self.current(r.kind, &r.key);
+                        tracing::warn!(
+                            at = %format!("{}:{}", path.display(), r.line),
+                            kind = %r.kind,
+                            object = %r.key,
+                            errors = %r.errors,
+                            kept_previous = previous.is_some(),
+                            "invalid object rejected; its previous valid version (if any) stays in force"
+                        );
+                        objects.extend(previous);
+                    }
                     tracing::info!(path = %path.display(), objects = objects.len(), "config file loaded");
                     self.files.insert(path, FileState { stamp, objects });
                     report.loaded += 1;
@@ -307,12 +501,16 @@ impl FileFeed {
             self.store.replace_all(objects);
             let snap = self.store.snapshot();
             let (services, endpoints, pods, service_accounts) = snap.counts();
+            let (service_profiles, traffic_splits, http_route_groups) = snap.policy_counts();
             tracing::info!(
                 version = snap.version,
                 services,
                 endpoints,
                 pods,
                 service_accounts,
+                service_profiles,
+                traffic_splits,
+                http_route_groups,
                 "store updated from the config dir"
             );
         }
@@ -359,6 +557,13 @@ apiVersion: split.smi-spec.io/v1alpha2
 kind: TrafficSplit
 metadata:
   name: web-split
+spec:
+  service: web
+  backends: [{service: web-v1, weight: 90}, {service: web-v2, weight: 10}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: other}
 ---
 apiVersion: v1
 kind: Endpoints
@@ -377,8 +582,8 @@ subsets:
     #[test]
     fn parses_known_kinds_and_skips_others() {
         let objs = parse_documents(Path::new("x.yaml"), GOOD).unwrap();
-        let kinds: Vec<_> = objs.iter().map(|o| o.kind().to_string()).collect();
-        assert_eq!(kinds, ["Service", "Endpoints"]);
+        let kinds: Vec<_> = objs.objects.iter().map(|o| o.kind().to_string()).collect();
+        assert_eq!(kinds, ["Service", "TrafficSplit", "Endpoints"]);
     }
 
     #[test]
@@ -388,8 +593,12 @@ subsets:
         let FeedError::Parse { line, .. } = &err else {
             panic!("{err}")
         };
-        assert_eq!(*line, Some(25), "{err}");
-        assert!(err.to_string().starts_with("dir/x.yaml:25:"), "{err}");
+        assert_eq!(*line, Some(32), "{err}");
+        assert!(err.to_string().starts_with("dir/x.yaml:32:"), "{err}");
+        assert!(
+            err.to_string().contains("subsets[0].ports[0].port"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -399,7 +608,7 @@ subsets:
         let FeedError::Parse { line, .. } = &err else {
             panic!("{err}")
         };
-        assert!(matches!(line, Some(l) if *l >= 31), "{err}");
+        assert!(matches!(line, Some(l) if *l >= 38), "{err}");
     }
 
     #[test]
@@ -417,5 +626,59 @@ subsets:
         std::fs::remove_file(tmp.path().join("web.yml")).unwrap();
         assert_eq!(feed.poll().removed, 1);
         assert_eq!(store.snapshot().counts(), (0, 0, 0, 0));
+    }
+
+    const PROFILE: &str = "\
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {name: web.shop.svc.cluster.local, namespace: shop}
+spec:
+  routes:
+  - name: books
+    condition: {method: GET, pathRegex: /books}
+";
+
+    #[test]
+    fn invalid_object_keeps_its_previous_valid_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new();
+        let mut feed = FileFeed::new(tmp.path().to_owned(), store.clone()).unwrap();
+        std::fs::write(tmp.path().join("sp.yaml"), format!("{GOOD}---\n{PROFILE}")).unwrap();
+        assert_eq!(feed.poll().loaded, 1);
+        assert_eq!(store.snapshot().policy_counts(), (1, 1, 0));
+
+        // A bad regex and all-zero weights: both rejected, both old
+        // versions stay; the Service in the same file is still reloaded.
+        let bad = format!("{GOOD}---\n{PROFILE}")
+            .replace("/books}", "/books(}")
+            .replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 0")
+            .replace("port: 80\n", "port: 81\n");
+        std::fs::write(tmp.path().join("sp.yaml"), bad).unwrap();
+        let report = feed.poll();
+        assert_eq!((report.loaded, report.rejected), (1, 2));
+        let snap = store.snapshot();
+        let key = ObjectKey::new("shop", "web.shop.svc.cluster.local");
+        let sp = &snap.service_profiles[&key];
+        assert_eq!(
+            sp.spec.routes[0].condition.path_regex.as_deref(),
+            Some("/books")
+        );
+        let split = &snap.traffic_splits[&ObjectKey::new("default", "web-split")];
+        assert_eq!(split.backends[0].weight, 9);
+        let svc = &snap.services[&ObjectKey::new("shop", "web")];
+        let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
+        assert_eq!(port, 81);
+
+        // Invalid from the start: nothing to keep.
+        std::fs::write(
+            tmp.path().join("new.yaml"),
+            PROFILE
+                .replace("web.shop", "api.shop")
+                .replace("/books}", "(}"),
+        )
+        .unwrap();
+        assert_eq!(feed.poll().rejected, 1);
+        assert_eq!(store.snapshot().policy_counts(), (1, 1, 0));
     }
 }

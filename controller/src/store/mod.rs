@@ -6,11 +6,20 @@
 //! [`Snapshot`]s through a `tokio::sync::watch` channel: a reader takes a
 //! consistent view without locks, and a watcher wakes within milliseconds
 //! of a change (intermediate snapshots may be skipped, never reordered).
+//!
+//! Besides the core kinds it holds the mesh's policy objects: ServiceProfiles
+//! (v1alpha1 already converted to v1alpha2 by `weft-smi-crds`),
+//! TrafficSplits in their normalized [`Split`] form (so the version a split
+//! was written in never matters downstream) and HTTPRouteGroups. Only
+//! objects that passed validation are stored: a feed keeps the previous
+//! valid version of an object instead of storing an invalid one.
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
+use weft_smi_crds::specs::v1alpha4::HTTPRouteGroup;
+use weft_smi_crds::{ServiceProfile, Split};
 
 /// Identifies a namespaced object of one kind: `(namespace, name)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +58,12 @@ pub enum Kind {
     Pod,
     /// core/v1 ServiceAccount.
     ServiceAccount,
+    /// linkerd.io ServiceProfile.
+    ServiceProfile,
+    /// split.smi-spec.io TrafficSplit (any version).
+    TrafficSplit,
+    /// specs.smi-spec.io HTTPRouteGroup.
+    HttpRouteGroup,
 }
 
 impl std::fmt::Display for Kind {
@@ -58,6 +73,9 @@ impl std::fmt::Display for Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Pod => "Pod",
             Kind::ServiceAccount => "ServiceAccount",
+            Kind::ServiceProfile => "ServiceProfile",
+            Kind::TrafficSplit => "TrafficSplit",
+            Kind::HttpRouteGroup => "HTTPRouteGroup",
         })
     }
 }
@@ -74,32 +92,42 @@ pub enum Object {
     Pod(Arc<Pod>),
     /// A ServiceAccount.
     ServiceAccount(Arc<ServiceAccount>),
+    /// A validated ServiceProfile (storage version).
+    ServiceProfile(Arc<ServiceProfile>),
+    /// A validated TrafficSplit, normalized (weights in lowest terms).
+    TrafficSplit(Arc<Split>),
+    /// A validated HTTPRouteGroup (storage version).
+    HttpRouteGroup(Arc<HTTPRouteGroup>),
 }
 
 impl Object {
     /// The object's kind.
-    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
     pub fn kind(&self) -> Kind {
         match self {
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Pod(_) => Kind::Pod,
             Object::ServiceAccount(_) => Kind::ServiceAccount,
+            Object::ServiceProfile(_) => Kind::ServiceProfile,
+            Object::TrafficSplit(_) => Kind::TrafficSplit,
+            Object::HttpRouteGroup(_) => Kind::HttpRouteGroup,
         }
     }
 
     /// The object's `(namespace, name)`; `None` when it has no name (such
     /// an object cannot be looked up, so feeds skip it).
     pub fn key(&self) -> Option<ObjectKey> {
-        let meta = match self {
-            Object::Service(o) => &o.metadata,
-            Object::Endpoints(o) => &o.metadata,
-            Object::Pod(o) => &o.metadata,
-            Object::ServiceAccount(o) => &o.metadata,
+        let (namespace, name) = match self {
+            Object::Service(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::Endpoints(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::Pod(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::ServiceAccount(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::ServiceProfile(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::TrafficSplit(o) => (&o.namespace, &Some(o.name.clone())),
+            Object::HttpRouteGroup(o) => (&o.metadata.namespace, &o.metadata.name),
         };
-        let name = meta.name.clone().filter(|n| !n.is_empty())?;
-        let namespace = meta
-            .namespace
+        let name = name.clone().filter(|n| !n.is_empty())?;
+        let namespace = namespace
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_owned());
@@ -120,6 +148,12 @@ pub struct Snapshot {
     pub pods: BTreeMap<ObjectKey, Arc<Pod>>,
     /// ServiceAccounts by key.
     pub service_accounts: BTreeMap<ObjectKey, Arc<ServiceAccount>>,
+    /// ServiceProfiles by key (Linkerd names them `svc.ns.svc.CLUSTER_DOMAIN`).
+    pub service_profiles: BTreeMap<ObjectKey, Arc<ServiceProfile>>,
+    /// TrafficSplits by key, normalized.
+    pub traffic_splits: BTreeMap<ObjectKey, Arc<Split>>,
+    /// HTTPRouteGroups by key.
+    pub http_route_groups: BTreeMap<ObjectKey, Arc<HTTPRouteGroup>>,
 }
 
 impl Snapshot {
@@ -151,6 +185,15 @@ impl Snapshot {
             Object::ServiceAccount(o) => {
                 self.service_accounts.insert(key, o);
             }
+            Object::ServiceProfile(o) => {
+                self.service_profiles.insert(key, o);
+            }
+            Object::TrafficSplit(o) => {
+                self.traffic_splits.insert(key, o);
+            }
+            Object::HttpRouteGroup(o) => {
+                self.http_route_groups.insert(key, o);
+            }
         }
         true
     }
@@ -163,6 +206,9 @@ impl Snapshot {
             Kind::Endpoints => self.endpoints.remove(key).is_some(),
             Kind::Pod => self.pods.remove(key).is_some(),
             Kind::ServiceAccount => self.service_accounts.remove(key).is_some(),
+            Kind::ServiceProfile => self.service_profiles.remove(key).is_some(),
+            Kind::TrafficSplit => self.traffic_splits.remove(key).is_some(),
+            Kind::HttpRouteGroup => self.http_route_groups.remove(key).is_some(),
         }
     }
 
@@ -173,6 +219,15 @@ impl Snapshot {
             self.endpoints.len(),
             self.pods.len(),
             self.service_accounts.len(),
+        )
+    }
+
+    /// How many policy objects: `(service profiles, traffic splits, HTTP route groups)`.
+    pub fn policy_counts(&self) -> (usize, usize, usize) {
+        (
+            self.service_profiles.len(),
+            self.traffic_splits.len(),
+            self.http_route_groups.len(),
         )
     }
 }
@@ -251,6 +306,9 @@ impl Store {
             Kind::Endpoints => s.endpoints.contains_key(key),
             Kind::Pod => s.pods.contains_key(key),
             Kind::ServiceAccount => s.service_accounts.contains_key(key),
+            Kind::ServiceProfile => s.service_profiles.contains_key(key),
+            Kind::TrafficSplit => s.traffic_splits.contains_key(key),
+            Kind::HttpRouteGroup => s.http_route_groups.contains_key(key),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient;
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -249,4 +250,48 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Replaces `name` in `dir` atomically (write a hidden temp file, rename),
+/// as docs/destination.md recommends for the config dir.
+pub fn write_config(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// Starts a controller with a fresh identity dir and a config dir holding
+/// `files`, polled every 200 ms. Returns (identity dir, config dir, controller).
+pub async fn start_with_config(
+    files: &[(&str, &str)],
+) -> (tempfile::TempDir, tempfile::TempDir, Controller) {
+    let id = identity_dir();
+    let cfg = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        write_config(cfg.path(), name, text);
+    }
+    let ctl = Controller::start(
+        id.path(),
+        &[
+            "--config-dir",
+            cfg.path().to_str().unwrap(),
+            "--config-poll-interval",
+            "200ms",
+        ],
+    )
+    .await
+    .unwrap();
+    (id, cfg, ctl)
+}
+
+/// A destination client over TLS to `ctl`, trusting the anchor in `id`.
+pub async fn destination_client(id: &Path, ctl: &Controller) -> DestinationClient<Channel> {
+    let anchor = weft_identity::IdentityDir::new(id)
+        .read_trust_anchors_pem()
+        .unwrap();
+    DestinationClient::new(
+        channel(ctl.destination, &anchor, &controller_name())
+            .await
+            .unwrap(),
+    )
 }
