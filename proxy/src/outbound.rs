@@ -9,7 +9,7 @@
 use crate::config::MeshedTargets;
 use crate::conn::{Side, Target};
 use crate::discovery::balance::PeakEwma;
-use crate::discovery::{Discovery, Resolution};
+use crate::discovery::{pick_override, Discovery, Resolution};
 use crate::http::client::{Clients, Endpoint};
 use crate::http::errors::{NewErrors, ProxyError};
 use crate::http::forward::Forward;
@@ -177,17 +177,35 @@ impl Router {
         {
             return None;
         }
-        let name = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
+        let port = authority.port_u16().unwrap_or(80);
+        let name = format!("{}:{}", authority.host(), port);
+        // The profile and the endpoints are looked up together; a
+        // TrafficSplit in the profile sends the request to one of its
+        // backends (by weight), each a service resolved on its own.
+        let (profile, resolution) = tokio::join!(
+            discovery.profile(&name, DISCOVERY_TIMEOUT),
+            discovery.resolve(&name, DISCOVERY_TIMEOUT)
         );
-        let endpoints = match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
+        let backend = profile
+            .as_ref()
+            .and_then(|p| pick_override(&p.dst_overrides))
+            .map(|a| {
+                if a.contains(':') {
+                    a.to_string()
+                } else {
+                    format!("{a}:{port}")
+                }
+            });
+        let resolution = match &backend {
+            Some(b) if *b != name => discovery.resolve(b, DISCOVERY_TIMEOUT).await,
+            _ => resolution,
+        };
+        let endpoints = match resolution {
             Resolution::Endpoints(eps) => eps,
             Resolution::Unknown | Resolution::Pending => return None,
         };
         let Some((endpoint, in_flight)) = balancer.pick(&endpoints) else {
-            return Some(Err(ProxyError::NoEndpoints(name)));
+            return Some(Err(ProxyError::NoEndpoints(backend.unwrap_or(name))));
         };
         if self.is_self(endpoint.addr) {
             return Some(Err(ProxyError::Loop(endpoint.addr)));

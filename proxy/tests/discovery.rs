@@ -29,8 +29,13 @@ fn controller_bin() -> PathBuf {
 /// YAML for Service `api` whose endpoints are the given (pod, port) pairs;
 /// every pod is meshed with ServiceAccount `api`.
 fn api_service(endpoints: &[(&str, u16)]) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: api, namespace: shop}\nsubsets:\n",
+    service("api", endpoints)
+}
+
+/// YAML for Service `name` in `shop` with the given (pod, port) endpoints.
+fn service(name: &str, endpoints: &[(&str, u16)]) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: shop}}\nsubsets:\n",
     );
     for (pod, port) in endpoints {
         y.push_str(&format!(
@@ -193,4 +198,82 @@ async fn empty_services_fail_fast_and_unknown_names_fall_back() {
     let rsp = get(&m.web, &format!("http://localhost:{}/", other.addr.port())).await;
     assert_eq!(rsp.status(), 200);
     assert_eq!(other.requests(), 1);
+}
+
+/// Counts, over `n` requests to the apex, how many reached backend 0.
+async fn share_of_first(m: &Mesh, n: usize) -> f64 {
+    let before = m.backends[0].requests();
+    for _ in 0..n {
+        assert_eq!(get(&m.web, API).await.status(), 200);
+    }
+    (m.backends[0].requests() - before) as f64 / n as f64
+}
+
+#[tokio::test]
+async fn traffic_split_weights_are_applied_and_follow_changes() {
+    let m = mesh().await;
+    // Apex `api` (no endpoints of its own), `api-v1` and `api-v2` backed
+    // by one meshed pod each.
+    let (p1, p2) = (m.pods[0].inbound.port(), m.pods[1].inbound.port());
+    write(
+        m.config.path(),
+        "v1.yaml",
+        &service("api-v1", &[("v1-0", p1)]),
+    );
+    write(
+        m.config.path(),
+        "v2.yaml",
+        &service("api-v2", &[("v2-0", p2)]),
+    );
+    let split = |w1: &str, w2: &str, version: &str| {
+        format!(
+            "apiVersion: split.smi-spec.io/{version}\nkind: TrafficSplit\nmetadata: {{name: api-rollout, namespace: shop}}\nspec:\n  service: api\n  backends:\n  - {{service: api-v1, weight: {w1}}}\n  - {{service: api-v2, weight: {w2}}}\n"
+        )
+    };
+    write(
+        m.config.path(),
+        "split.yaml",
+        &split("90", "10", "v1alpha2"),
+    );
+
+    // Wait for the split to be in force, then measure 2,000 requests.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.backends[1].requests() == 0 || m.backends[0].requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "split not applied:\n{}",
+            m.ctl.log()
+        );
+        let _ = get(&m.web, API).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let share = share_of_first(&m, 2000).await;
+    assert!(
+        (0.87..=0.93).contains(&share),
+        "90/10 split sent {share:.3} to v1"
+    );
+
+    // A v1alpha1 split with quantities: 500m/500m. It takes effect quickly.
+    write(
+        m.config.path(),
+        "split.yaml",
+        &split("500m", "500m", "v1alpha1"),
+    );
+    let changed = Instant::now();
+    loop {
+        let share = share_of_first(&m, 100).await;
+        if (0.35..=0.65).contains(&share) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "weight change not applied ({share:.2})"
+        );
+    }
+    eprintln!("weight change applied within {:?}", changed.elapsed());
+    let share = share_of_first(&m, 1000).await;
+    assert!(
+        (0.44..=0.56).contains(&share),
+        "500m/500m split sent {share:.3} to v1"
+    );
 }

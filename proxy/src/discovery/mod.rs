@@ -57,44 +57,51 @@ pub struct Discovery {
 
 struct Inner {
     client: DestinationClient<Channel>,
-    watches: Mutex<HashMap<String, Watch>>,
+    endpoints: Watches<Resolution>,
+    profiles: Watches<Option<Profile>>,
 }
 
-struct Watch {
-    rx: watch::Receiver<Resolution>,
+/// What the proxy applies from a name's profile (so far: TrafficSplit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Authorities to send the name's traffic to instead, with weights
+    /// (from a TrafficSplit); empty: the name itself.
+    pub dst_overrides: Vec<(String, u32)>,
+}
+
+/// One background stream per authority, shared and evicted when idle.
+struct Watches<T> {
+    by_authority: Mutex<HashMap<String, Watch<T>>>,
+}
+
+struct Watch<T> {
+    rx: watch::Receiver<T>,
     used: Instant,
     stop: CancellationToken,
 }
 
-// === impl Discovery ===
+// === impl Watches ===
 
-impl Discovery {
-    /// Discovery over `channel` (see [`crate::control::channel`]).
-    pub fn new(channel: Channel) -> Self {
+impl<T: Clone + Send + Sync + 'static> Watches<T> {
+    fn new() -> Self {
         Self {
-            inner: Arc::new(Inner {
-                client: DestinationClient::new(channel),
-                watches: Mutex::new(HashMap::new()),
-            }),
+            by_authority: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The resolution of `authority` (`name:port`), waiting at most
-    /// `timeout` for the first answer.
-    pub async fn resolve(&self, authority: &str, timeout: Duration) -> Resolution {
-        let mut rx = self.watch(authority);
-        let first = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
-        match first {
-            Ok(Ok(r)) => r.clone(),
-            _ => Resolution::Pending,
-        }
-    }
-
-    fn watch(&self, authority: &str) -> watch::Receiver<Resolution> {
+    /// The watch for `authority`, starting `follow` for it on first use.
+    fn get<F>(
+        &self,
+        authority: &str,
+        initial: T,
+        follow: impl FnOnce(watch::Sender<T>, CancellationToken) -> F,
+    ) -> watch::Receiver<T>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let now = Instant::now();
         let mut watches = self
-            .inner
-            .watches
+            .by_authority
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         watches.retain(|_, w| {
@@ -108,14 +115,9 @@ impl Discovery {
             w.used = now;
             return w.rx.clone();
         }
-        let (tx, rx) = watch::channel(Resolution::Pending);
+        let (tx, rx) = watch::channel(initial);
         let stop = CancellationToken::new();
-        tokio::spawn(follow(
-            self.inner.client.clone(),
-            authority.to_string(),
-            tx,
-            stop.clone(),
-        ));
+        tokio::spawn(follow(tx, stop.clone()));
         watches.insert(
             authority.to_string(),
             Watch {
@@ -126,6 +128,146 @@ impl Discovery {
         );
         rx
     }
+}
+
+// === impl Discovery ===
+
+impl Discovery {
+    /// Discovery over `channel` (see [`crate::control::channel`]).
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: DestinationClient::new(channel),
+                endpoints: Watches::new(),
+                profiles: Watches::new(),
+            }),
+        }
+    }
+
+    /// The resolution of `authority` (`name:port`), waiting at most
+    /// `timeout` for the first answer.
+    pub async fn resolve(&self, authority: &str, timeout: Duration) -> Resolution {
+        let client = self.inner.client.clone();
+        let name = authority.to_string();
+        let mut rx = self
+            .inner
+            .endpoints
+            .get(authority, Resolution::Pending, move |tx, stop| {
+                follow(client, name, tx, stop)
+            });
+        let first = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
+        match first {
+            Ok(Ok(r)) => r.clone(),
+            _ => Resolution::Pending,
+        }
+    }
+
+    /// The profile of `authority`, waiting at most `timeout` for the first
+    /// answer (`None`: none yet; route by the name itself).
+    pub async fn profile(&self, authority: &str, timeout: Duration) -> Option<Profile> {
+        let client = self.inner.client.clone();
+        let name = authority.to_string();
+        let mut rx = self.inner.profiles.get(authority, None, move |tx, stop| {
+            follow_profile(client, name, tx, stop)
+        });
+        let first = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
+        match first {
+            Ok(Ok(p)) => p.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Follows one authority's profile until stopped. A controller without
+/// profiles (Unimplemented) or a name it does not serve yields the default
+/// profile; other failures keep the last known one and retry with backoff.
+async fn follow_profile(
+    mut client: DestinationClient<Channel>,
+    authority: String,
+    tx: watch::Sender<Option<Profile>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let req = GetDestination {
+            scheme: "k8s".into(),
+            path: authority.clone(),
+            context_token: String::new(),
+        };
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            rsp = client.get_profile(req) => rsp,
+        };
+        match stream {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        msg = stream.message() => msg,
+                    };
+                    match msg {
+                        Ok(Some(p)) => {
+                            backoff = MIN_BACKOFF;
+                            let profile = Profile {
+                                dst_overrides: p
+                                    .dst_overrides
+                                    .into_iter()
+                                    .map(|d| (d.authority, d.weight))
+                                    .collect(),
+                            };
+                            tracing::debug!(%authority, ?profile, "profile update");
+                            tx.send_replace(Some(profile));
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::info!(%authority, %status, "profile stream failed; keeping the last profile");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unimplemented | tonic::Code::InvalidArgument
+                ) =>
+            {
+                tx.send_replace(Some(Profile::default()));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                }
+                continue;
+            }
+            Err(status) => {
+                tracing::info!(%authority, %status, retry_in = ?backoff, "profile lookup failed");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Picks one of `overrides` with probability proportional to its weight;
+/// `None` when every weight is zero.
+pub fn pick_override(overrides: &[(String, u32)]) -> Option<&str> {
+    let total: u64 = overrides.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for (authority, w) in overrides {
+        let w = u64::from(*w);
+        if n < w {
+            return Some(authority);
+        }
+        n -= w;
+    }
+    None
 }
 
 /// Follows one authority until stopped, reconnecting with backoff.
@@ -278,6 +420,25 @@ mod tests {
             Resolution::Endpoints(eps) => eps.iter().map(|e| e.addr.port()).collect(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn overrides_are_picked_by_weight() {
+        let o = vec![
+            ("a:80".to_string(), 900),
+            ("b:80".to_string(), 100),
+            ("c:80".to_string(), 0),
+        ];
+        let mut a = 0;
+        for _ in 0..10_000 {
+            match pick_override(&o) {
+                Some("a:80") => a += 1,
+                Some("b:80") => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!((8_800..=9_200).contains(&a), "{a}");
+        assert_eq!(pick_override(&[("x:1".to_string(), 0)]), None);
     }
 
     #[test]
