@@ -277,3 +277,127 @@ async fn traffic_split_weights_are_applied_and_follow_changes() {
         "500m/500m split sent {share:.3} to v1"
     );
 }
+
+/// YAML for Service `api` whose endpoints are plain (unmeshed) backends.
+fn plain_api(backends: &[&HttpBackend]) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: api, namespace: shop}\nsubsets:\n",
+    );
+    for b in backends {
+        y.push_str(&format!(
+            "- addresses: [{{ip: 127.0.0.1}}]\n  ports: [{{name: http, port: {}}}]\n",
+            b.addr.port()
+        ));
+    }
+    y
+}
+
+/// A controller serving `config` and a client proxy resolving through it.
+async fn client(config: &Path) -> (ControllerProcess, ProxyProcess) {
+    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config)
+        .await
+        .unwrap();
+    let web = ctl
+        .proxy(proxy_bin(), NS, "web")
+        .unwrap()
+        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
+        .spawn()
+        .await
+        .unwrap();
+    (ctl, web)
+}
+
+/// Sends requests from `clients` concurrent loops until `stop`, returning
+/// (succeeded, failures).
+async fn load(
+    web: &ProxyProcess,
+    clients: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, Vec<String>) {
+    let loops = (0..clients).map(|_| {
+        let stop = stop.clone();
+        let outbound = web.outbound;
+        async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !*stop.borrow() {
+                let req = Request::get(API).body(Empty::<Bytes>::new()).unwrap();
+                match send_h1(outbound, req).await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!(
+                        "{} {:?}",
+                        r.status(),
+                        r.headers().get("l5d-proxy-error")
+                    )),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    let results = futures::future::join_all(loops).await;
+    let ok = results.iter().map(|r| r.0).sum();
+    (ok, results.into_iter().flat_map(|r| r.1).collect())
+}
+
+#[tokio::test]
+async fn scaling_and_rolling_replacement_under_load_lose_nothing() {
+    let config = tempfile::tempdir().unwrap();
+    let backends: Vec<HttpBackend> =
+        futures::future::join_all((0..7).map(|_| HttpBackend::start())).await;
+    let b: Vec<&HttpBackend> = backends.iter().collect();
+    write(config.path(), "api.yaml", &plain_api(&b[..1]));
+    let (_ctl, web) = client(config.path()).await;
+    assert_eq!(get(&web, API).await.status(), 200);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let steps = async {
+        let pause = || tokio::time::sleep(Duration::from_millis(800));
+        pause().await;
+        write(config.path(), "api.yaml", &plain_api(&b[..5])); // 1 → 5
+        pause().await;
+        write(config.path(), "api.yaml", &plain_api(&b[..1])); // 5 → 1
+        pause().await;
+        write(config.path(), "api.yaml", &plain_api(&b[5..7])); // replace every endpoint
+        pause().await;
+        stop_tx.send_replace(true);
+    };
+    let ((ok, failed), ()) = tokio::join!(load(&web, 4, stop_rx), steps);
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 200, "only {ok} requests");
+    for (i, backend) in backends.iter().enumerate() {
+        assert!(backend.requests() > 0, "endpoint {i} never got traffic");
+    }
+}
+
+#[tokio::test]
+async fn peak_ewma_avoids_a_slow_endpoint() {
+    let config = tempfile::tempdir().unwrap();
+    let fast = [HttpBackend::start().await, HttpBackend::start().await];
+    let slow = HttpBackend::start_with_delay(Duration::from_millis(50)).await;
+    write(
+        config.path(),
+        "api.yaml",
+        &plain_api(&[&fast[0], &fast[1], &slow]),
+    );
+    let (_ctl, web) = client(config.path()).await;
+
+    // Four concurrent clients for a fixed number of requests each.
+    let loops = (0..4).map(|_| async {
+        for _ in 0..150 {
+            assert_eq!(get(&web, API).await.status(), 200);
+        }
+    });
+    futures::future::join_all(loops).await;
+    let total = fast[0].requests() + fast[1].requests() + slow.requests();
+    let share = slow.requests() as f64 / total as f64;
+    eprintln!("slow endpoint share: {share:.3} of {total}");
+    assert!(
+        share < 0.10,
+        "the 50 ms endpoint got {share:.3} of {total} requests"
+    );
+}

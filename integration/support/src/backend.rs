@@ -51,6 +51,16 @@ impl HttpBackend {
 
     /// Starts the server on `addr` (port 0: a free one).
     pub async fn bind(addr: SocketAddr) -> Self {
+        Self::bind_with_delay(addr, Duration::ZERO).await
+    }
+
+    /// A loopback server that waits `delay` before answering every
+    /// request: a slow replica.
+    pub async fn start_with_delay(delay: Duration) -> Self {
+        Self::bind_with_delay(SocketAddr::from(([127, 0, 0, 1], 0)), delay).await
+    }
+
+    async fn bind_with_delay(addr: SocketAddr, delay: Duration) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let connections = Arc::new(AtomicUsize::new(0));
@@ -66,7 +76,12 @@ impl HttpBackend {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         r.fetch_add(1, Ordering::SeqCst);
-                        handle(req, conn_id)
+                        async move {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            handle(req, conn_id).await
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
