@@ -69,7 +69,17 @@ pub struct RequestLabels {
     /// See [`Tls`].
     #[prometheus(flatten)]
     pub tls: Tls,
+    /// The destination's discovery labels (outbound only).
+    #[prometheus(flatten)]
+    pub dst: DstLabels,
 }
+
+/// An outbound endpoint's discovery labels, exported as `dst_<name>`
+/// (`dst_namespace`, `dst_service`, `dst_pod`, `dst_serviceaccount`,
+/// `dst_deployment`, ...), so requests can be attributed to what they
+/// reached. Empty when the destination was not discovered.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct DstLabels(pub Option<Arc<[(String, String)]>>);
 
 /// Labels of `response_latency_ms`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,6 +207,21 @@ impl EncodeLabelSet for Tls {
     }
 }
 
+// === impl DstLabels ===
+
+impl EncodeLabelSet for DstLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(labels) = &self.0 else {
+            return Ok(());
+        };
+        let named: Vec<(String, &str)> = labels
+            .iter()
+            .map(|(k, v)| (format!("dst_{k}"), v.as_str()))
+            .collect();
+        named.as_slice().encode(encoder)
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_MS)
 }
@@ -304,11 +329,18 @@ impl Metrics {
 impl HttpMetrics {
     /// Builds request labels, folding the authority into `overflow` once
     /// too many distinct values have been seen.
-    pub fn request_labels(&self, direction: Direction, authority: &str, tls: Tls) -> RequestLabels {
+    pub fn request_labels(
+        &self,
+        direction: Direction,
+        authority: &str,
+        tls: Tls,
+        dst: DstLabels,
+    ) -> RequestLabels {
         let labels = RequestLabels {
             direction: direction.as_str(),
             authority: authority.to_string(),
             tls,
+            dst,
         };
         if self.requests.get(&labels).is_some()
             || self.request_series.fetch_add(1, Ordering::Relaxed) < MAX_REQUEST_SERIES
@@ -415,9 +447,12 @@ mod tests {
     #[test]
     fn names_and_labels_are_linkerds() {
         let m = Metrics::new(false);
-        let labels = m
-            .http
-            .request_labels(Direction::Inbound, "web.default:80", Tls::Disabled);
+        let labels = m.http.request_labels(
+            Direction::Inbound,
+            "web.default:80",
+            Tls::Disabled,
+            DstLabels::default(),
+        );
         m.http.request(&labels);
         m.http.latency(&labels, 200, 3.2);
         m.http.response(&labels, 200, true);
@@ -443,9 +478,12 @@ mod tests {
     fn authority_cardinality_is_bounded() {
         let m = Metrics::new(false);
         for i in 0..(MAX_REQUEST_SERIES + 500) {
-            let labels =
-                m.http
-                    .request_labels(Direction::Outbound, &format!("h{i}:80"), Tls::Disabled);
+            let labels = m.http.request_labels(
+                Direction::Outbound,
+                &format!("h{i}:80"),
+                Tls::Disabled,
+                DstLabels::default(),
+            );
             m.http.request(&labels);
         }
         let text = m.encode();

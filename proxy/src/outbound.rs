@@ -16,7 +16,7 @@ use crate::http::forward::Forward;
 use crate::http::metrics::NewMetrics;
 use crate::http::server::HttpService;
 use crate::http::{headers, orig_proto, BoxBody};
-use crate::metrics::HttpMetrics;
+use crate::metrics::{DstLabels, HttpMetrics};
 use crate::transport::listen::Accepted;
 use crate::HttpVersion;
 use http::{Method, Request, Response, Version};
@@ -218,10 +218,12 @@ impl Router {
                 endpoint.h2.then(|| endpoint.identity.clone()),
             )
             .await;
-        if rsp.is_ok() {
+        let dst = DstLabels(Some(endpoint.labels.clone()));
+        Some(rsp.map(|mut rsp| {
             in_flight.done();
-        }
-        Some(rsp)
+            rsp.extensions_mut().insert(dst);
+            rsp
+        }))
     }
 
     /// Sends to `addr`; `meshed` is `Some(identity)` when a Weft proxy is

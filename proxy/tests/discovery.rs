@@ -148,6 +148,19 @@ async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
         sum(&metrics, "response_total", &secured) >= 20.0,
         "{metrics}"
     );
+    // Requests are attributed to what they reached (dst_* labels).
+    let dst = [
+        ("dst_namespace", "shop"),
+        ("dst_service", "api"),
+        ("dst_serviceaccount", "api"),
+    ];
+    assert!(sum(&metrics, "request_total", &dst) >= 20.0, "{metrics}");
+    for pod in ["api-0", "api-1"] {
+        assert!(
+            sum(&metrics, "request_total", &[("dst_pod", pod)]) >= 1.0,
+            "{metrics}"
+        );
+    }
     assert_eq!(
         m.backends[0].requests() + m.backends[1].requests(),
         (sum(&metrics, "response_total", &[("status_code", "200")])) as usize

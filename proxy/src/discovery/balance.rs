@@ -194,6 +194,7 @@ mod tests {
                 addr: SocketAddr::from(([10, 0, 0, 1], 1000 + i)),
                 identity: None,
                 h2: false,
+                labels: Arc::from(Vec::new()),
             })
             .collect()
     }
@@ -251,6 +252,7 @@ mod tests {
             addr: SocketAddr::from(([10, 0, 0, 2], 1)),
             identity: None,
             h2: false,
+            labels: Arc::from(Vec::new()),
         });
         let (ep, _f) = b.pick(&eps).unwrap();
         assert_eq!(ep.addr, eps[1].addr);

@@ -47,6 +47,9 @@ pub struct DiscoveredEndpoint {
     pub identity: Option<Arc<str>>,
     /// True if the endpoint's proxy accepts HTTP/2 (HTTP/1 is upgraded).
     pub h2: bool,
+    /// Discovery labels (namespace, service, pod, ...), sorted, for the
+    /// `dst_*` metric labels.
+    pub labels: Arc<[(String, String)]>,
 }
 
 /// Shared by all requests of the outbound side.
@@ -384,10 +387,17 @@ fn endpoint(addr: WeightedAddr) -> Option<DiscoveredEndpoint> {
         addr.protocol_hint.and_then(|h| h.protocol),
         Some(protocol_hint::Protocol::H2(_))
     );
+    let mut labels: Vec<(String, String)> = addr
+        .metric_labels
+        .into_iter()
+        .filter(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    labels.sort();
     Some(DiscoveredEndpoint {
         addr: sock,
         identity,
         h2,
+        labels: labels.into(),
     })
 }
 

@@ -5,7 +5,7 @@
 use super::body::BoxBody;
 use super::classify::Classifier;
 use super::headers;
-use crate::metrics::{Direction, HttpMetrics, RequestLabels, Tls};
+use crate::metrics::{Direction, DstLabels, HttpMetrics, RequestLabels, Tls};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -115,7 +115,12 @@ where
             let rsp = fut.await?;
             let tls = rsp.extensions().get::<Tls>().cloned().unwrap_or(conn_tls);
             let authority = authority.as_ref().map_or("", |a| a.as_str());
-            let labels = metrics.request_labels(direction, authority, tls);
+            let dst = rsp
+                .extensions()
+                .get::<DstLabels>()
+                .cloned()
+                .unwrap_or_default();
+            let labels = metrics.request_labels(direction, authority, tls, dst);
             metrics.request(&labels);
             let status = rsp.status();
             metrics.latency(
