@@ -4,7 +4,8 @@
 //! `io.linkerd.proxy.identity.Identity/Certify`, over TLS with the
 //! controller's own certificate), the destination service
 //! (`io.linkerd.proxy.destination.Destination/Get` and `GetProfile`, over
-//! the same TLS, fed from `--config-dir`) and the admin server (`/ready`, `/live`,
+//! the same TLS, fed from `--config-dir` or, with `--kubeconfig`, from
+//! Kubernetes watchers) and the admin server (`/ready`, `/live`,
 //! `/metrics`). The injector and metrics API join it later; their flags are
 //! already parsed so the interface stays fixed. See `docs/identity.md` and
 //! `docs/destination.md`.
@@ -71,7 +72,7 @@ struct Args {
     #[arg(long, default_value = "cluster.local", value_parser = trust_domain)]
     cluster_domain: String,
     /// Listen address of the destination service (gRPC over TLS; served
-    /// with --config-dir).
+    /// with --config-dir or --kubeconfig).
     #[arg(long, default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
     /// How often --config-dir is checked for changed files.
@@ -169,7 +170,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn kube_client(path: &Path) -> Result<kube::Client, StartError> {
+/// A client for the API server in the kubeconfig at `path`. Each read
+/// must finish within `read_timeout`: short for TokenReview, longer than
+/// the server-side watch timeout for the feed's watchers.
+async fn kube_client(path: &Path, read_timeout: Duration) -> Result<kube::Client, StartError> {
     let err = |reason: String| StartError::Kube {
         path: path.to_owned(),
         reason,
@@ -179,7 +183,7 @@ async fn kube_client(path: &Path) -> Result<kube::Client, StartError> {
         .await
         .map_err(|e| err(e.to_string()))?;
     cfg.connect_timeout = Some(Duration::from_secs(5));
-    cfg.read_timeout = Some(Duration::from_secs(10));
+    cfg.read_timeout = Some(read_timeout);
     cfg.write_timeout = Some(Duration::from_secs(10));
     kube::Client::try_from(cfg).map_err(|e| err(e.to_string()))
 }
@@ -197,9 +201,12 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
 
     let (store, reload) =
         issuer::start(dir.clone(), args.identity_reload_interval, metrics.clone())?;
-    let auth = match &args.kubeconfig {
-        Some(path) => auth::Authenticator::Kube(kube_client(path).await?),
-        None => auth::Authenticator::File(dir.load_token_key()?),
+    let (auth, kube) = match &args.kubeconfig {
+        Some(path) => (
+            auth::Authenticator::Kube(kube_client(path, Duration::from_secs(10)).await?),
+            Some(kube_client(path, feed::kube::READ_TIMEOUT).await?),
+        ),
+        None => (auth::Authenticator::File(dir.load_token_key()?), None),
     };
 
     let controller_name = weft_identity::controller_identity(&args.trust_domain);
@@ -218,7 +225,7 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     let admin_listener = bind(args.admin_addr, "admin").await?;
     let identity_addr = identity_listener.local_addr().unwrap_or(args.identity_addr);
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_addr);
-    let objects = start_feed(&args).await?;
+    let objects = start_feed(&args, kube.as_ref()).await?;
     let destination_listener = match objects {
         Some(_) => Some(bind(args.destination_addr, "destination").await?),
         None => None,
@@ -328,21 +335,51 @@ where
     (what, fut.await)
 }
 
-/// Starts the object feed the destination service reads: the file feed
-/// with `--config-dir` (loaded once before returning, so the first `Get`
-/// already sees the files), nothing otherwise (`None`: destination
-/// disabled, and why is logged).
-async fn start_feed(args: &Args) -> Result<Option<store::Store>, StartError> {
-    let Some(dir) = args.config_dir.clone() else {
-        if args.kubeconfig.is_some() {
+/// How long start-up waits for the Kubernetes feed's first lists before
+/// serving anyway (the watchers keep trying; streams update when they land).
+const KUBE_FIRST_SYNC: Duration = Duration::from_secs(20);
+
+/// Starts the object feed the destination service reads: the Kubernetes
+/// feed with `--kubeconfig` (watchers; waits, bounded, for their first
+/// lists), the file feed with `--config-dir` (loaded once before
+/// returning), so the first `Get` already sees the objects. `None`:
+/// neither was given, destination disabled (and why is logged).
+async fn start_feed(
+    args: &Args,
+    kube: Option<&kube::Client>,
+) -> Result<Option<store::Store>, StartError> {
+    if let Some(client) = kube {
+        let objects = store::Store::new();
+        let feed = feed::kube::KubeFeed::start(client, &objects);
+        let late = feed.wait_first_sync(KUBE_FIRST_SYNC).await;
+        let snap = objects.snapshot();
+        let (services, endpoints, pods, service_accounts) = snap.counts();
+        let (service_profiles, traffic_splits, http_route_groups) = snap.policy_counts();
+        if late.is_empty() {
             tracing::info!(
-                "destination service disabled in cluster mode: the Kubernetes feed is not built yet"
+                services,
+                endpoints,
+                pods,
+                service_accounts,
+                service_profiles,
+                traffic_splits,
+                http_route_groups,
+                "kubernetes feed started"
             );
         } else {
-            tracing::info!(
-                "destination service disabled: start with --config-dir DIR to serve endpoints and profiles from YAML files"
+            let late: Vec<String> = late.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                late = %late.join(","),
+                waited = ?KUBE_FIRST_SYNC,
+                "kubernetes feed started before every kind was listed; serving what is known"
             );
         }
+        return Ok(Some(objects));
+    }
+    let Some(dir) = args.config_dir.clone() else {
+        tracing::info!(
+            "destination service disabled: start with --config-dir DIR or --kubeconfig PATH to serve endpoints and profiles"
+        );
         return Ok(None);
     };
     let objects = store::Store::new();

@@ -1,6 +1,6 @@
 //! Translation from stored Kubernetes objects to the destination API's
 //! endpoint updates. Pure functions over a [`Snapshot`], shared by every
-//! feed, so the file feed and (later) the Kubernetes feed answer alike.
+//! feed, so the file feed and the Kubernetes feed answer alike.
 
 use super::authority::Target;
 use crate::store::{ObjectKey, Snapshot};

@@ -18,8 +18,10 @@
 //! a service. An object that parses but fails validation (a bad regex in a
 //! ServiceProfile, a TrafficSplit with all-zero weights) is rejected alone:
 //! it is logged with its field paths, file and line, its previous valid
-//! version stays in force, and the rest of the file is loaded.
+//! version stays in force, and the rest of the file is loaded. Validation
+//! is [`super::check`], shared with the Kubernetes feed.
 
+use super::Checked;
 use crate::store::{Kind, Object, ObjectKey, Store};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
 use serde::Deserialize;
@@ -122,12 +124,17 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Parsed, FeedError> {
     for doc in docs {
         let line = doc.line;
         let kind_name = doc.object.kind().to_owned();
-        let object = match doc.object {
-            AnyObject::Other {
+        let object = match super::check(doc.object) {
+            Checked::Valid(o) => o,
+            Checked::Invalid { kind, key, errors } => {
+                reject(&mut out, path, kind, key, line, errors);
+                continue;
+            }
+            Checked::Unstored(AnyObject::Other {
                 api_version,
                 kind,
                 object,
-            } => match core_object(&api_version, &kind, object) {
+            }) => match core_object(&api_version, &kind, object) {
                 Some(Ok(o)) => o,
                 Some(Err(e)) => return Err(core_error(path, text, line, &api_version, &kind, &e)),
                 None => {
@@ -141,38 +148,7 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Parsed, FeedError> {
                     continue;
                 }
             },
-            AnyObject::ServiceProfile(sp) => match sp.validate() {
-                Ok(()) => Object::ServiceProfile(Arc::new(*sp)),
-                Err(errors) => {
-                    let key = key_of(
-                        sp.metadata.namespace.as_deref(),
-                        sp.metadata.name.as_deref(),
-                    );
-                    reject(&mut out, path, Kind::ServiceProfile, key, line, errors);
-                    continue;
-                }
-            },
-            AnyObject::TrafficSplit(ts) => match ts.to_split() {
-                Ok(split) => Object::TrafficSplit(Arc::new(split)),
-                Err(errors) => {
-                    let meta = ts.metadata();
-                    let key = key_of(meta.namespace.as_deref(), meta.name.as_deref());
-                    reject(&mut out, path, Kind::TrafficSplit, key, line, errors);
-                    continue;
-                }
-            },
-            AnyObject::HttpRouteGroup(rg) => match rg.validate() {
-                Ok(()) => Object::HttpRouteGroup(Arc::new(*rg)),
-                Err(errors) => {
-                    let key = key_of(
-                        rg.metadata.namespace.as_deref(),
-                        rg.metadata.name.as_deref(),
-                    );
-                    reject(&mut out, path, Kind::HttpRouteGroup, key, line, errors);
-                    continue;
-                }
-            },
-            other @ (AnyObject::TcpRoute(_) | AnyObject::TrafficTarget(_)) => {
+            Checked::Unstored(other) => {
                 tracing::debug!(
                     path = %path.display(),
                     line,
@@ -189,13 +165,6 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Parsed, FeedError> {
         out.objects.push(object);
     }
     Ok(out)
-}
-
-/// `(namespace, name)` as the store keys it; `None` without a name.
-fn key_of(namespace: Option<&str>, name: Option<&str>) -> Option<ObjectKey> {
-    let name = name.filter(|n| !n.is_empty())?;
-    let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or("default");
-    Some(ObjectKey::new(namespace, name))
 }
 
 fn reject(

@@ -1,6 +1,6 @@
 //! One in-memory store of the Kubernetes objects the control plane reads.
 //!
-//! Every feed (the file feed today, kube-rs watchers later) writes here and
+//! Every feed (the file feed, the kube-rs watcher feed) writes here and
 //! every service (destination today) reads from here, so translation never
 //! depends on where the objects came from. The store publishes immutable
 //! [`Snapshot`]s through a `tokio::sync::watch` channel: a reader takes a
@@ -47,7 +47,6 @@ impl std::fmt::Display for ObjectKey {
 }
 
 /// The kinds the store holds; feeds use it to delete or relist one kind.
-#[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// core/v1 Service.
@@ -199,7 +198,6 @@ impl Snapshot {
     }
 
     /// Removes one object; returns whether it was there.
-    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
     fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {
             Kind::Service => self.services.remove(key).is_some(),
@@ -209,6 +207,49 @@ impl Snapshot {
             Kind::ServiceProfile => self.service_profiles.remove(key).is_some(),
             Kind::TrafficSplit => self.traffic_splits.remove(key).is_some(),
             Kind::HttpRouteGroup => self.http_route_groups.remove(key).is_some(),
+        }
+    }
+
+    /// Removes every object of `kind` (before a relist of that kind).
+    fn clear(&mut self, kind: Kind) {
+        match kind {
+            Kind::Service => self.services.clear(),
+            Kind::Endpoints => self.endpoints.clear(),
+            Kind::Pod => self.pods.clear(),
+            Kind::ServiceAccount => self.service_accounts.clear(),
+            Kind::ServiceProfile => self.service_profiles.clear(),
+            Kind::TrafficSplit => self.traffic_splits.clear(),
+            Kind::HttpRouteGroup => self.http_route_groups.clear(),
+        }
+    }
+
+    /// The stored object of `kind` and `key`, if any: a watcher feed's
+    /// "previous valid version" when a new version fails validation.
+    pub fn get(&self, kind: Kind, key: &ObjectKey) -> Option<Object> {
+        match kind {
+            Kind::Service => self.services.get(key).cloned().map(Object::Service),
+            Kind::Endpoints => self.endpoints.get(key).cloned().map(Object::Endpoints),
+            Kind::Pod => self.pods.get(key).cloned().map(Object::Pod),
+            Kind::ServiceAccount => self
+                .service_accounts
+                .get(key)
+                .cloned()
+                .map(Object::ServiceAccount),
+            Kind::ServiceProfile => self
+                .service_profiles
+                .get(key)
+                .cloned()
+                .map(Object::ServiceProfile),
+            Kind::TrafficSplit => self
+                .traffic_splits
+                .get(key)
+                .cloned()
+                .map(Object::TrafficSplit),
+            Kind::HttpRouteGroup => self
+                .http_route_groups
+                .get(key)
+                .cloned()
+                .map(Object::HttpRouteGroup),
         }
     }
 
@@ -272,8 +313,22 @@ impl Store {
         });
     }
 
+    /// Replaces every object of one kind at once (a watcher's relist:
+    /// objects it no longer lists are gone), leaving the other kinds
+    /// alone, so each kind's watcher can resync on its own. Objects of
+    /// other kinds in `objects` are ignored.
+    pub fn replace_kind(&self, kind: Kind, objects: impl IntoIterator<Item = Object>) {
+        self.tx.send_modify(|cur| {
+            let snap = Arc::make_mut(cur);
+            snap.clear(kind);
+            for o in objects.into_iter().filter(|o| o.kind() == kind) {
+                snap.insert(o);
+            }
+            snap.version += 1;
+        });
+    }
+
     /// Inserts or replaces one object (a watcher's `Apply` event).
-    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
     pub fn upsert(&self, object: Object) {
         self.tx.send_if_modified(|cur| {
             let snap = Arc::make_mut(cur);
@@ -286,7 +341,6 @@ impl Store {
     }
 
     /// Removes one object (a watcher's `Delete` event).
-    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
     pub fn remove(&self, kind: Kind, key: &ObjectKey) {
         self.tx.send_if_modified(|cur| {
             if !Self::contains(cur, kind, key) {
@@ -299,7 +353,6 @@ impl Store {
         });
     }
 
-    #[allow(dead_code)] // for the kube-rs watcher feed (next step) and tests
     fn contains(s: &Snapshot, kind: Kind, key: &ObjectKey) -> bool {
         match kind {
             Kind::Service => s.services.contains_key(key),
@@ -353,5 +406,33 @@ mod tests {
         // The first snapshot a reader took is unchanged.
         assert_eq!(s.services.len(), 2);
         assert_eq!(s.version, 1);
+    }
+
+    #[test]
+    fn replace_kind_relists_one_kind_only() {
+        let store = Store::new();
+        let sa = Object::ServiceAccount(Arc::new(ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("web".to_owned()),
+                namespace: Some("shop".to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        store.replace_all([svc(Some("shop"), "web"), svc(Some("shop"), "old"), sa]);
+        store.replace_kind(
+            Kind::Service,
+            [svc(Some("shop"), "new"), svc(Some("shop"), "web")],
+        );
+        let snap = store.snapshot();
+        let names: Vec<_> = snap.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["new", "web"]);
+        assert_eq!(snap.service_accounts.len(), 1);
+        assert!(snap
+            .get(Kind::ServiceAccount, &ObjectKey::new("shop", "web"))
+            .is_some());
+        assert!(snap
+            .get(Kind::Service, &ObjectKey::new("shop", "old"))
+            .is_none());
     }
 }

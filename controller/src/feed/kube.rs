@@ -1,0 +1,447 @@
+//! The Kubernetes feed: kube-rs watchers fill the store from a real API
+//! server (`--kubeconfig`), so cluster mode answers `Get`/`GetProfile`
+//! through the same translation as the file feed.
+//!
+//! One watcher per kind, across all namespaces: core/v1 Service,
+//! Endpoints, Pod and ServiceAccount, and the CRDs ServiceProfile
+//! (`linkerd.io/v1alpha2`), TrafficSplit (`split.smi-spec.io/v1alpha4`,
+//! the storage version `install/crds.yaml` defines) and HTTPRouteGroup
+//! (`specs.smi-spec.io/v1alpha4`). Endpoints rather than EndpointSlice
+//! because the API servers we test against (1.20) only serve
+//! `discovery.k8s.io/v1beta1` slices; EndpointSlice `v1` is future work.
+//!
+//! Each watcher is independent: a kind whose CRD is not installed (404)
+//! is logged once and retried with kube's backoff while the other kinds
+//! keep flowing. Reconnects and relists are kube-runtime's; a relist
+//! replaces that kind's objects in the store in one step. Errors are
+//! logged at warn and never stop the controller.
+//!
+//! Custom resources are watched as `DynamicObject`s and decoded one by
+//! one, so a single malformed object cannot break its kind's list. They
+//! then go through [`check`](super::check), the file feed's validation:
+//! an invalid object is logged with its field paths and its previous
+//! valid version stays in the store. TrafficSplit objects written in an
+//! older version are served as v1alpha4 unchanged (the CRD has no
+//! conversion webhook), which `weft-smi-crds` accepts: weights may still
+//! be quantities such as `900m`.
+
+use super::{check, key_of, Checked};
+use crate::store::{Kind, Object, ObjectKey, Store};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use weft_smi_crds::specs::v1alpha4::HTTPRouteGroup;
+use weft_smi_crds::split::v1alpha4::TrafficSplit;
+use weft_smi_crds::{AnyObject, AnyTrafficSplit, ServiceProfile};
+
+/// How long the API server keeps one watch request open before the
+/// watcher re-watches from the last resource version. Short enough that a
+/// silently dead connection is noticed (see [`READ_TIMEOUT`]).
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+/// The read timeout the feed's client needs: longer than
+/// [`WATCH_TIMEOUT_SECS`], since a quiet watch sends nothing until then.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(WATCH_TIMEOUT_SECS as u64 + 15);
+
+/// Why one watched custom object could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The object does not decode as its typed form (the CRD schema
+    /// should prevent this; a hand-edited or old object may not).
+    #[error("cannot decode as {api_version} {kind}: {source}")]
+    Decode {
+        /// The version it was decoded as.
+        api_version: String,
+        /// The kind.
+        kind: Kind,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// The object decoded but failed validation (field paths inside).
+    #[error("{0}")]
+    Invalid(weft_smi_crds::ValidationErrors),
+    /// Decoded to a kind the store does not hold (cannot happen for the
+    /// watched kinds; kept so nothing panics if it ever does).
+    #[error("decoded to {0}, which the store does not hold")]
+    Unstored(String),
+}
+
+/// Turns a watched object into what the store holds.
+type Convert<K> = fn(K) -> Result<Object, ObjectError>;
+
+/// The started watchers; lets start-up wait for their first list.
+#[derive(Debug)]
+pub struct KubeFeed {
+    first: Vec<(Kind, oneshot::Receiver<()>)>,
+}
+
+impl KubeFeed {
+    /// Spawns one watcher per kind, writing to `store`. Must run inside a
+    /// Tokio runtime; the watchers live as long as the process.
+    pub fn start(client: &Client, store: &Store) -> Self {
+        let mut first = Vec::new();
+        let mut spawn = |kind: Kind, rx| first.push((kind, rx));
+        spawn(
+            Kind::Service,
+            spawn_watch(
+                Api::<Service>::all(client.clone()),
+                Kind::Service,
+                store,
+                |o| Ok(Object::Service(Arc::new(o))),
+            ),
+        );
+        spawn(
+            Kind::Endpoints,
+            spawn_watch(
+                Api::<Endpoints>::all(client.clone()),
+                Kind::Endpoints,
+                store,
+                |o| Ok(Object::Endpoints(Arc::new(o))),
+            ),
+        );
+        spawn(
+            Kind::Pod,
+            spawn_watch(Api::<Pod>::all(client.clone()), Kind::Pod, store, |o| {
+                Ok(Object::Pod(Arc::new(o)))
+            }),
+        );
+        spawn(
+            Kind::ServiceAccount,
+            spawn_watch(
+                Api::<ServiceAccount>::all(client.clone()),
+                Kind::ServiceAccount,
+                store,
+                |o| Ok(Object::ServiceAccount(Arc::new(o))),
+            ),
+        );
+        spawn(
+            Kind::ServiceProfile,
+            spawn_custom::<ServiceProfile>(client, Kind::ServiceProfile, store, |o| {
+                checked(
+                    decode::<ServiceProfile>(o, Kind::ServiceProfile)
+                        .map(|sp| AnyObject::ServiceProfile(Box::new(sp)))?,
+                )
+            }),
+        );
+        spawn(
+            Kind::TrafficSplit,
+            spawn_custom::<TrafficSplit>(client, Kind::TrafficSplit, store, |o| {
+                checked(
+                    decode::<TrafficSplit>(o, Kind::TrafficSplit).map(|ts| {
+                        AnyObject::TrafficSplit(Box::new(AnyTrafficSplit::V1alpha4(ts)))
+                    })?,
+                )
+            }),
+        );
+        spawn(
+            Kind::HttpRouteGroup,
+            spawn_custom::<HTTPRouteGroup>(client, Kind::HttpRouteGroup, store, |o| {
+                checked(
+                    decode::<HTTPRouteGroup>(o, Kind::HttpRouteGroup)
+                        .map(|rg| AnyObject::HttpRouteGroup(Box::new(rg)))?,
+                )
+            }),
+        );
+        let custom: Vec<String> = custom_api_versions()
+            .iter()
+            .map(|(kind, api_version)| format!("{api_version} {kind}"))
+            .collect();
+        tracing::info!(
+            core = "v1 Service, Endpoints, Pod, ServiceAccount",
+            custom = %custom.join(", "),
+            "kubernetes feed: watching all namespaces"
+        );
+        Self { first }
+    }
+
+    /// Waits until every watcher has finished its first list or reported
+    /// its first error (a missing CRD counts), at most `timeout`, so the
+    /// first `Get` after start-up sees the cluster instead of an empty
+    /// store. Returns the kinds that were not ready in time.
+    pub async fn wait_first_sync(self, timeout: Duration) -> Vec<Kind> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut late = Vec::new();
+        for (kind, rx) in self.first {
+            if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                late.push(kind);
+            }
+        }
+        late
+    }
+}
+
+/// The custom kinds the controller watches, with their API group/version
+/// (from the typed kinds, so they cannot disagree with `weft-smi-crds`).
+pub fn custom_api_versions() -> [(Kind, String); 3] {
+    [
+        (
+            Kind::ServiceProfile,
+            ServiceProfile::api_version(&()).into_owned(),
+        ),
+        (
+            Kind::TrafficSplit,
+            TrafficSplit::api_version(&()).into_owned(),
+        ),
+        (
+            Kind::HttpRouteGroup,
+            HTTPRouteGroup::api_version(&()).into_owned(),
+        ),
+    ]
+}
+
+fn spawn_custom<T: Resource<DynamicType = ()>>(
+    client: &Client,
+    kind: Kind,
+    store: &Store,
+    convert: Convert<DynamicObject>,
+) -> oneshot::Receiver<()> {
+    let ar = ApiResource::erase::<T>(&());
+    spawn_watch(
+        Api::<DynamicObject>::all_with(client.clone(), &ar),
+        kind,
+        store,
+        convert,
+    )
+}
+
+fn spawn_watch<K>(
+    api: Api<K>,
+    kind: Kind,
+    store: &Store,
+    convert: Convert<K>,
+) -> oneshot::Receiver<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(watch(api, kind, store.clone(), convert, tx));
+    rx
+}
+
+/// Decodes a watched custom object as `T`. List items may lack
+/// `apiVersion`/`kind`; they are filled in from `T` first.
+fn decode<T>(o: DynamicObject, kind: Kind) -> Result<T, ObjectError>
+where
+    T: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let api_version = T::api_version(&()).into_owned();
+    let err = |source| ObjectError::Decode {
+        api_version: api_version.clone(),
+        kind,
+        source,
+    };
+    let mut value = serde_json::to_value(o).map_err(err)?;
+    if let Some(map) = value.as_object_mut() {
+        map.entry("apiVersion")
+            .or_insert_with(|| api_version.clone().into());
+        map.entry("kind")
+            .or_insert_with(|| T::kind(&()).into_owned().into());
+    }
+    serde_json::from_value(value).map_err(err)
+}
+
+/// Runs the shared validation ([`check`]) on a decoded custom object.
+fn checked(object: AnyObject) -> Result<Object, ObjectError> {
+    match check(object) {
+        Checked::Valid(o) => Ok(o),
+        Checked::Invalid { errors, .. } => Err(ObjectError::Invalid(errors)),
+        Checked::Unstored(o) => Err(ObjectError::Unstored(o.kind().to_owned())),
+    }
+}
+
+fn key<K: Resource>(o: &K) -> Option<ObjectKey> {
+    let meta = o.meta();
+    key_of(meta.namespace.as_deref(), meta.name.as_deref())
+}
+
+/// Whether a watcher error means the API does not serve the kind (its
+/// CRD is not installed). The API server answers an unknown resource with
+/// a plain-text `404 page not found`, which kube reports as a 404 whose
+/// reason is "Failed to parse error data", so the code decides.
+fn not_served(error: &watcher::Error) -> bool {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        watcher::Error::WatchError(s) => s,
+        _ => return false,
+    };
+    status.code == 404 || status.is_not_found()
+}
+
+/// Converts one watched object. An object that cannot be stored is
+/// logged with its field paths; the result is then its previous valid
+/// version from the store (if any), which the caller keeps.
+fn accept<K: Resource>(
+    kind: Kind,
+    store: &Store,
+    mut o: K,
+    convert: Convert<K>,
+) -> Result<Object, Option<Object>> {
+    let Some(key) = key(&o) else {
+        tracing::debug!(%kind, "skipping an object without metadata.name");
+        return Err(None);
+    };
+    // Nothing reads managedFields; not keeping them saves memory.
+    o.meta_mut().managed_fields = None;
+    convert(o).map_err(|error| {
+        let previous = store.snapshot().get(kind, &key);
+        tracing::warn!(
+            %kind,
+            object = %key,
+            errors = %error,
+            kept_previous = previous.is_some(),
+            "invalid object rejected; its previous valid version (if any) stays in force"
+        );
+        previous
+    })
+}
+
+/// One kind's watch loop: feeds events into the store until the process
+/// ends. `first` fires after the first complete list or the first error.
+async fn watch<K>(
+    api: Api<K>,
+    kind: Kind,
+    store: Store,
+    convert: Convert<K>,
+    first: oneshot::Sender<()>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut first = Some(first);
+    let mut missing = false;
+    let mut relist: Option<Vec<Object>> = None;
+    let mut stream = watcher::watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS))
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => relist = Some(Vec::new()),
+            Ok(Event::InitApply(o)) => {
+                let object = accept(kind, &store, o, convert).or_else(|prev| prev.ok_or(()));
+                if let (Some(buf), Ok(object)) = (relist.as_mut(), object) {
+                    buf.push(object);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let objects = relist.take().unwrap_or_default();
+                let count = objects.len();
+                store.replace_kind(kind, objects);
+                if std::mem::take(&mut missing) {
+                    tracing::info!(%kind, "kind is served now; watching it");
+                }
+                tracing::info!(%kind, objects = count, "kubernetes feed: listed");
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(Event::Apply(o)) => {
+                if let Ok(object) = accept(kind, &store, o, convert) {
+                    store.upsert(object);
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                if let Some(key) = key(&o) {
+                    store.remove(kind, &key);
+                }
+            }
+            Err(error) if not_served(&error) => {
+                if !missing {
+                    missing = true;
+                    tracing::warn!(
+                        %kind,
+                        %error,
+                        "the API server does not serve this kind (CRD not installed?); \
+                         the other kinds are unaffected, retrying with backoff"
+                    );
+                } else {
+                    tracing::debug!(%kind, %error, "kind still not served");
+                }
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%kind, %error, "watch failed; keeping the stored objects and retrying with backoff");
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+    tracing::error!(%kind, "kubernetes watch ended; this kind is no longer updated");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The versions watched must be the storage versions of the CRDs we
+    /// install: without a conversion webhook the API server serves every
+    /// object as-is under any served version, and the storage version is
+    /// the one whose schema the objects were last validated against.
+    #[test]
+    fn watches_the_storage_versions_of_the_installed_crds() {
+        let text = include_str!("../../../install/crds.yaml");
+        let crds: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|v: &serde_json::Value| !v.is_null())
+            .collect();
+        for (kind, api_version) in custom_api_versions() {
+            let kind = kind.to_string();
+            let crd = crds
+                .iter()
+                .find(|c| c["spec"]["names"]["kind"] == kind.as_str())
+                .unwrap_or_else(|| panic!("{kind} not in install/crds.yaml"));
+            let group = crd["spec"]["group"].as_str().unwrap();
+            let storage = crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["storage"] == true)
+                .unwrap();
+            let want = format!("{group}/{}", storage["name"].as_str().unwrap());
+            assert_eq!(api_version, want, "{kind}");
+        }
+    }
+
+    #[test]
+    fn custom_objects_go_through_the_shared_validation() {
+        let ts: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "split.smi-spec.io/v1alpha4",
+            "kind": "TrafficSplit",
+            "metadata": {"name": "s", "namespace": "shop"},
+            "spec": {"service": "web", "backends": [
+                {"service": "web-v1", "weight": "900m"},
+                {"service": "web-v2", "weight": 0}
+            ]}
+        }))
+        .unwrap();
+        let ok = checked(AnyObject::TrafficSplit(Box::new(
+            AnyTrafficSplit::V1alpha4(
+                decode::<TrafficSplit>(ts.clone(), Kind::TrafficSplit).unwrap(),
+            ),
+        )))
+        .unwrap();
+        let Object::TrafficSplit(split) = ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(split.backends[0].weight, 1);
+
+        let mut bad = ts;
+        bad.data["spec"]["backends"][0]["weight"] = serde_json::json!(0);
+        let err = checked(AnyObject::TrafficSplit(Box::new(
+            AnyTrafficSplit::V1alpha4(decode::<TrafficSplit>(bad, Kind::TrafficSplit).unwrap()),
+        )))
+        .unwrap_err();
+        assert!(err.to_string().contains("zero"), "{err}");
+    }
+}
