@@ -364,7 +364,7 @@ async fn scaling_and_rolling_replacement_under_load_lose_nothing() {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let steps = async {
-        let pause = || tokio::time::sleep(Duration::from_millis(800));
+        let pause = || tokio::time::sleep(Duration::from_millis(1500));
         pause().await;
         write(config.path(), "api.yaml", &plain_api(&b[..5])); // 1 → 5
         pause().await;
