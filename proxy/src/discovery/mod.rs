@@ -181,80 +181,6 @@ impl Discovery {
     }
 }
 
-/// Follows one authority's profile until stopped. A controller without
-/// profiles (Unimplemented) or a name it does not serve yields the default
-/// profile; other failures keep the last known one and retry with backoff.
-async fn follow_profile(
-    mut client: DestinationClient<Channel>,
-    authority: String,
-    tx: watch::Sender<Option<Profile>>,
-    stop: CancellationToken,
-) {
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let req = GetDestination {
-            scheme: "k8s".into(),
-            path: authority.clone(),
-            context_token: String::new(),
-        };
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            rsp = client.get_profile(req) => rsp,
-        };
-        match stream {
-            Ok(rsp) => {
-                let mut stream = rsp.into_inner();
-                loop {
-                    let msg = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        msg = stream.message() => msg,
-                    };
-                    match msg {
-                        Ok(Some(p)) => {
-                            backoff = MIN_BACKOFF;
-                            let profile = Profile {
-                                dst_overrides: p
-                                    .dst_overrides
-                                    .into_iter()
-                                    .map(|d| (d.authority, d.weight))
-                                    .collect(),
-                            };
-                            tracing::debug!(%authority, ?profile, "profile update");
-                            tx.send_replace(Some(profile));
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::info!(%authority, %status, "profile stream failed; keeping the last profile");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::Unimplemented | tonic::Code::InvalidArgument
-                ) =>
-            {
-                tx.send_replace(Some(Profile::default()));
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
-                }
-                continue;
-            }
-            Err(status) => {
-                tracing::info!(%authority, %status, retry_in = ?backoff, "profile lookup failed");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
 /// Picks one of `overrides` with probability proportional to its weight;
 /// `None` when every weight is zero.
 pub fn pick_override(overrides: &[(String, u32)]) -> Option<&str> {
@@ -273,29 +199,108 @@ pub fn pick_override(overrides: &[(String, u32)]) -> Option<&str> {
     None
 }
 
-/// Follows one authority until stopped, reconnecting with backoff.
+fn request(authority: &str) -> GetDestination {
+    GetDestination {
+        scheme: "k8s".into(),
+        path: authority.to_string(),
+        context_token: String::new(),
+    }
+}
+
+/// Follows one authority's endpoints until stopped.
 async fn follow(
-    mut client: DestinationClient<Channel>,
+    client: DestinationClient<Channel>,
     authority: String,
     tx: watch::Sender<Resolution>,
     stop: CancellationToken,
 ) {
-    let mut backoff = MIN_BACKOFF;
     let mut endpoints: BTreeMap<SocketAddr, DiscoveredEndpoint> = BTreeMap::new();
+    let call = |authority: &str| {
+        let mut client = client.clone();
+        let req = request(authority);
+        async move { client.get(req).await }
+    };
+    let on_update = |update: linkerd2_proxy_api::destination::Update, fresh: bool| {
+        if let Some(update) = update.update {
+            let resolution = apply(&mut endpoints, update, fresh);
+            tracing::debug!(%authority, ?resolution, "destination update");
+            tx.send_replace(resolution);
+        }
+    };
+    // Not a name the controller serves (e.g. outside the cluster domain):
+    // not an error, just not ours.
+    let refused = |status: &tonic::Status| {
+        let ours = status.code() == tonic::Code::InvalidArgument;
+        if ours {
+            tx.send_replace(Resolution::Unknown);
+        }
+        ours
+    };
+    follow_stream(&authority, &stop, call, on_update, refused).await
+}
+
+/// Follows one authority's profile until stopped. A controller without
+/// profiles (Unimplemented) or a name it does not serve yields the default
+/// profile.
+async fn follow_profile(
+    client: DestinationClient<Channel>,
+    authority: String,
+    tx: watch::Sender<Option<Profile>>,
+    stop: CancellationToken,
+) {
+    let call = |authority: &str| {
+        let mut client = client.clone();
+        let req = request(authority);
+        async move { client.get_profile(req).await }
+    };
+    let on_profile = |p: linkerd2_proxy_api::destination::DestinationProfile, _fresh: bool| {
+        let profile = Profile {
+            dst_overrides: p
+                .dst_overrides
+                .into_iter()
+                .map(|d| (d.authority, d.weight))
+                .collect(),
+        };
+        tracing::debug!(%authority, ?profile, "profile update");
+        tx.send_replace(Some(profile));
+    };
+    let refused = |status: &tonic::Status| {
+        let ours = matches!(
+            status.code(),
+            tonic::Code::Unimplemented | tonic::Code::InvalidArgument
+        );
+        if ours {
+            tx.send_replace(Some(Profile::default()));
+        }
+        ours
+    };
+    follow_stream(&authority, &stop, call, on_profile, refused).await
+}
+
+/// Holds a server-streaming call for `authority` open until `stop`,
+/// reconnecting with backoff. Each message goes to `on_message` (with
+/// `true` for the first of a new stream, which carries the whole state).
+/// A failed stream leaves the last state in force. A call that `refused`
+/// claims (the controller will not serve this name) is retried only after
+/// [`MAX_BACKOFF`].
+async fn follow_stream<M, F>(
+    authority: &str,
+    stop: &CancellationToken,
+    call: impl Fn(&str) -> F,
+    mut on_message: impl FnMut(M, bool),
+    refused: impl Fn(&tonic::Status) -> bool,
+) where
+    F: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+{
+    let mut backoff = MIN_BACKOFF;
     loop {
-        let req = GetDestination {
-            scheme: "k8s".into(),
-            path: authority.clone(),
-            context_token: String::new(),
-        };
-        let stream = tokio::select! {
+        let rsp = tokio::select! {
             _ = stop.cancelled() => return,
-            rsp = client.get(req) => rsp,
+            rsp = call(authority) => rsp,
         };
-        match stream {
+        let wait = match rsp {
             Ok(rsp) => {
                 let mut stream = rsp.into_inner();
-                // A new stream starts with the full set: replace, don't merge.
                 let mut fresh = true;
                 loop {
                     let msg = tokio::select! {
@@ -303,40 +308,29 @@ async fn follow(
                         msg = stream.message() => msg,
                     };
                     match msg {
-                        Ok(Some(update)) => {
+                        Ok(Some(m)) => {
                             backoff = MIN_BACKOFF;
-                            if let Some(update) = update.update {
-                                let resolution = apply(&mut endpoints, update, fresh);
-                                tracing::debug!(%authority, ?resolution, "destination update");
-                                fresh = false;
-                                tx.send_replace(resolution);
-                            }
+                            on_message(m, fresh);
+                            fresh = false;
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            tracing::info!(%authority, %status, "destination stream failed; keeping last known endpoints");
+                            tracing::info!(%authority, %status, "destination stream failed; keeping the last state");
                             break;
                         }
                     }
                 }
+                backoff
             }
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                // Not a name the controller serves (e.g. outside the
-                // cluster domain): not an error, just not ours.
-                tx.send_replace(Resolution::Unknown);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
-                }
-                continue;
-            }
+            Err(status) if refused(&status) => MAX_BACKOFF,
             Err(status) => {
                 tracing::info!(%authority, %status, retry_in = ?backoff, "destination lookup failed");
+                backoff
             }
-        }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
