@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             identity.clone(),
         ),
         discovery,
+        crate::discovery::balance::PeakEwma::default().with_strategy(config.balancer),
     );
 
     let identity_note = match (&identity, &config.identity) {

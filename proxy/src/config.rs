@@ -48,6 +48,10 @@ pub struct Config {
     /// The controller's destination service (`WEFT_PROXY_DESTINATION_ADDR`,
     /// `host:port`). Needs identity: the controller only speaks TLS.
     pub destination_addr: Option<String>,
+    /// How discovered endpoints are chosen (`WEFT_PROXY_BALANCER`:
+    /// `peak-ewma`, the default; `least-loaded` and `round-robin` exist for
+    /// comparison in benchmarks).
+    pub balancer: crate::discovery::balance::Strategy,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
     pub detect_timeout: Duration,
@@ -198,7 +202,13 @@ impl Config {
             ));
         }
 
+        let balancer = match var("WEFT_PROXY_BALANCER") {
+            None => Default::default(),
+            Some(v) => v.parse().map_err(|r| err("WEFT_PROXY_BALANCER", &v, r))?,
+        };
+
         Ok(Config {
+            balancer,
             destination_addr,
             identity,
             require_identity_ports,

@@ -68,6 +68,7 @@ impl Outbound {
         http_metrics: HttpMetrics,
         clients: Clients,
         discovery: Option<Discovery>,
+        balancer: PeakEwma,
     ) -> Self {
         let forward = Forward::new(
             clients,
@@ -83,7 +84,7 @@ impl Outbound {
                 forward,
                 meshed,
                 listen_addr,
-                discovery: discovery.map(|d| (d, PeakEwma::default())),
+                discovery: discovery.map(|d| (d, balancer)),
             }),
         }
     }

@@ -45,15 +45,29 @@ pub async fn serve_backend(addr: SocketAddr, body_len: usize) -> anyhow::Result<
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("backend bind {addr}"))?;
+    serve(listener, body_len, Arc::default()).await
+}
+
+/// The backend loop; every answer waits `delay_ms` first (changeable
+/// while running, to make a replica slow mid-run).
+pub async fn serve(
+    listener: TcpListener,
+    body_len: usize,
+    delay_ms: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
     let body = Bytes::from(vec![b'w'; body_len]);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let body = body.clone();
+        let (body, delay_ms) = (body.clone(), delay_ms.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let body = body.clone();
+                let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
                 async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let _ = req.into_body().collect().await;
                     Ok::<_, Infallible>(Response::new(Full::new(body)))
                 }
@@ -86,8 +100,22 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> 
     Ok(send)
 }
 
-/// Sends one request and drains the response; true on `200`.
-async fn request(send: &mut SendRequest<Empty<Bytes>>, uri: &str) -> bool {
+/// Sends one request and drains the response; true on `200` within
+/// `timeout` (when given).
+async fn request(
+    send: &mut SendRequest<Empty<Bytes>>,
+    uri: &str,
+    timeout: Option<Duration>,
+) -> bool {
+    match timeout {
+        None => request_once(send, uri).await,
+        Some(t) => tokio::time::timeout(t, request_once(send, uri))
+            .await
+            .unwrap_or(false),
+    }
+}
+
+async fn request_once(send: &mut SendRequest<Empty<Bytes>>, uri: &str) -> bool {
     if send.ready().await.is_err() {
         return false;
     }
@@ -117,6 +145,19 @@ pub async fn open_loop(
     duration: Duration,
     connections: usize,
 ) -> anyhow::Result<RunResult> {
+    open_loop_with_timeout(addr, uri, rate, duration, connections, None).await
+}
+
+/// [`open_loop`] where a request slower than `timeout` counts as failed
+/// (its connection is replaced, as a client with a deadline would).
+pub async fn open_loop_with_timeout(
+    addr: SocketAddr,
+    uri: &str,
+    rate: u32,
+    duration: Duration,
+    connections: usize,
+    timeout: Option<Duration>,
+) -> anyhow::Result<RunResult> {
     let warmup = rate as u64; // one second's worth
     let measured = rate as u64 * duration.as_secs();
     let total = warmup + measured;
@@ -139,7 +180,7 @@ pub async fn open_loop(
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, issued)) = next else { break };
-                let ok = request(&mut send, &uri).await;
+                let ok = request(&mut send, &uri, timeout).await;
                 if i < warmup {
                     continue;
                 }
@@ -197,7 +238,7 @@ pub async fn saturate(
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                if request(&mut send, &uri).await {
+                if request(&mut send, &uri, None).await {
                     n += 1;
                 }
             }

@@ -11,6 +11,7 @@
 //! from `/proc`. A closed-loop saturation run per topology gives the
 //! maximum throughput. See `docs/benchmarks.md`.
 
+mod lb;
 mod load;
 mod report;
 
@@ -42,6 +43,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         body: usize,
     },
+    /// Compare balancing strategies when one of ten replicas turns slow.
+    Lb(lb::LbArgs),
 }
 
 /// Flags of a benchmark run.
@@ -117,7 +120,7 @@ fn main() -> ExitCode {
         Some(Cmd::Backend { .. }) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
+        _ => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build(),
@@ -131,6 +134,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Cmd::Backend { addr, body }) => runtime.block_on(load::serve_backend(addr, body)),
+        Some(Cmd::Lb(args)) => {
+            let bins = binaries(&cli.run);
+            runtime.block_on(async move {
+                let (proxy, controller) = bins?;
+                lb::run(args, &proxy, &controller).await
+            })
+        }
         None => runtime.block_on(run(cli.run)),
     };
     match result {
@@ -140,6 +150,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The proxy and controller binaries: the flags, else beside this one.
+fn binaries(args: &RunArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let here = std::env::current_exe()?;
+    let proxy = args
+        .proxy_bin
+        .clone()
+        .unwrap_or_else(|| here.with_file_name("weft-proxy"));
+    let controller = args
+        .controller_bin
+        .clone()
+        .unwrap_or_else(|| here.with_file_name("weft-controller"));
+    for bin in [&proxy, &controller] {
+        if !bin.is_file() {
+            bail!(
+                "{} not found: build it (cargo build --release) or pass its flag",
+                bin.display()
+            );
+        }
+    }
+    Ok((proxy, controller))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

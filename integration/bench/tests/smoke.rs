@@ -51,3 +51,33 @@ fn short_run_reports_every_topology() {
     assert_eq!(rates[2]["peak_rss_mib"].as_array().unwrap().len(), 2);
     assert_eq!(rates[3]["topology"], "two-proxies-mtls");
 }
+
+#[test]
+fn load_balancing_comparison_runs() {
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_weft-bench"));
+    let out = Command::new(&bench)
+        .args([
+            "lb",
+            "--rate",
+            "100",
+            "--seconds",
+            "2",
+            "--endpoints",
+            "3",
+            "--slow-ms",
+            "300",
+            "--timeout-ms",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["| round-robin |", "| least-loaded |", "| peak-ewma |"] {
+        assert!(stdout.contains(row), "missing {row:?} in\n{stdout}");
+    }
+}

@@ -28,7 +28,37 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 pub struct PeakEwma {
     default_rtt: Duration,
     decay: Duration,
+    strategy: Strategy,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     loads: Arc<Mutex<Loads>>,
+}
+
+/// How an endpoint is chosen (`WEFT_PROXY_BALANCER`). Only peak-EWMA is
+/// meant for production; the others exist so the benchmark can compare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// P2C over RTT estimate × in-flight (the default).
+    #[default]
+    PeakEwma,
+    /// P2C over requests in flight only.
+    LeastLoaded,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "peak-ewma" => Ok(Self::PeakEwma),
+            "least-loaded" => Ok(Self::LeastLoaded),
+            "round-robin" => Ok(Self::RoundRobin),
+            other => Err(format!(
+                "unknown balancer {other:?} (peak-ewma, least-loaded, round-robin)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,13 +76,17 @@ struct Load {
 }
 
 /// Marks a request in flight on one endpoint; [`InFlight::done`] records
-/// its RTT (dropping it without `done` only ends the in-flight count).
+/// its RTT. Dropped without `done` (an error, or the client gave up), the
+/// elapsed time is recorded only if it *raises* the estimate: a request
+/// abandoned after a long wait is evidence of slowness, while a fast
+/// failure must not make a failing endpoint look attractive.
 #[derive(Debug)]
 pub struct InFlight {
     loads: Arc<Mutex<Loads>>,
     addr: SocketAddr,
     start: Instant,
     decay: Duration,
+    default_rtt: Duration,
     recorded: bool,
 }
 
@@ -64,8 +98,16 @@ impl PeakEwma {
         Self {
             default_rtt,
             decay,
+            strategy: Strategy::PeakEwma,
+            next: Arc::default(),
             loads: Arc::default(),
         }
+    }
+
+    /// The same balancer choosing by `strategy`.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
     }
 
     /// Picks an endpoint and marks a request in flight on it.
@@ -87,6 +129,9 @@ impl PeakEwma {
         let chosen = match endpoints.len() {
             0 => return None,
             1 => &endpoints[0],
+            n if self.strategy == Strategy::RoundRobin => {
+                &endpoints[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n]
+            }
             n => {
                 let a = fastrand::usize(..n);
                 let b = (a + 1 + fastrand::usize(..n - 1)) % n;
@@ -113,12 +158,16 @@ impl PeakEwma {
                 addr: chosen.addr,
                 start: now,
                 decay: self.decay,
+                default_rtt: self.default_rtt,
                 recorded: false,
             },
         ))
     }
 
     fn cost(&self, loads: &Loads, addr: SocketAddr, now: Instant) -> f64 {
+        if self.strategy == Strategy::LeastLoaded {
+            return loads.by_addr.get(&addr).map_or(0.0, |l| l.pending as f64);
+        }
         match loads.by_addr.get(&addr) {
             None => 0.0,
             Some(l) if !l.measured => self.default_rtt.as_nanos() as f64 * l.pending as f64,
@@ -144,10 +193,10 @@ fn decayed(l: &Load, now: Instant, decay: Duration) -> f64 {
 impl InFlight {
     /// Records the request's round-trip time (to response headers).
     pub fn done(mut self) {
-        self.finish(true);
+        self.finish(false);
     }
 
-    fn finish(&mut self, record: bool) {
+    fn finish(&mut self, only_if_slower: bool) {
         if self.recorded {
             return;
         }
@@ -156,13 +205,23 @@ impl InFlight {
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = loads.by_addr.get_mut(&self.addr) {
             l.pending = l.pending.saturating_sub(1);
-            if record {
-                let rtt = now.duration_since(self.start).as_nanos() as f64;
+            let rtt = now.duration_since(self.start).as_nanos() as f64;
+            let current = if l.measured {
+                decayed(l, now, self.decay)
+            } else {
+                0.0
+            };
+            // An unmeasured endpoint is only judged slow beyond the default.
+            let floor = if l.measured {
+                current
+            } else {
+                self.default_rtt.as_nanos() as f64
+            };
+            if !only_if_slower || rtt > floor {
                 if !l.measured {
                     l.measured = true;
                     l.rtt_ns = 0.0;
                 }
-                let current = decayed(l, now, self.decay);
                 // Peak: jump up at once; otherwise move toward the sample.
                 l.rtt_ns = if rtt > current {
                     rtt
@@ -180,7 +239,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.finish(false);
+        self.finish(true);
     }
 }
 
@@ -256,6 +315,36 @@ mod tests {
         });
         let (ep, _f) = b.pick(&eps).unwrap();
         assert_eq!(ep.addr, eps[1].addr);
+    }
+
+    fn eps2() -> Vec<DiscoveredEndpoint> {
+        vec![DiscoveredEndpoint {
+            addr: SocketAddr::from(([10, 0, 0, 9], 9)),
+            identity: None,
+            h2: false,
+            labels: Arc::from(Vec::new()),
+        }]
+    }
+
+    #[test]
+    fn abandoned_slow_requests_count_fast_failures_do_not() {
+        let b = PeakEwma::default();
+        let eps = eps(1);
+        let (_, f) = b.pick(&eps).unwrap();
+        f.done();
+        let before = b.loads.lock().unwrap().by_addr[&eps[0].addr].rtt_ns;
+        // A fast failure (dropped at once) leaves the estimate alone...
+        drop(b.pick(&eps).unwrap().1);
+        assert!(b.loads.lock().unwrap().by_addr[&eps[0].addr].rtt_ns <= before);
+        // ...and does not make a new endpoint look measured and fast.
+        let fresh = eps2();
+        drop(b.pick(&fresh).unwrap().1);
+        assert!(!b.loads.lock().unwrap().by_addr[&fresh[0].addr].measured);
+        // A request abandoned after a long wait raises it.
+        let (_, f) = b.pick(&eps).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(f);
+        assert!(b.loads.lock().unwrap().by_addr[&eps[0].addr].rtt_ns >= 30e6);
     }
 
     #[test]
