@@ -24,10 +24,12 @@ Configured by environment variables (defaults in brackets):
   WEFT_PROXY_SHUTDOWN_GRACE_PERIOD   drain time on SIGTERM or POST /shutdown [30s]
   WEFT_PROXY_CORES                   worker threads [1]
   WEFT_PROXY_MAX_CONCURRENT_STREAMS  HTTP/2 streams per connection [1000]
-  WEFT_PROXY_DESTINATION_ADDR       controller destination service (needs identity)
-  WEFT_PROXY_BALANCER               peak-ewma | least-loaded | round-robin [peak-ewma]
-  WEFT_PROXY_IDENTITY_NAME, _ADDR, _TOKEN_FILE, WEFT_PROXY_TRUST_ANCHORS, WEFT_PROXY_CONTROL_IDENTITY
-  WEFT_PROXY_REQUIRE_IDENTITY_PORTS inbound ports that accept only mTLS
+  WEFT_PROXY_DESTINATION_ADDR        controller destination service (needs identity)
+  WEFT_PROXY_BALANCER                peak-ewma | least-loaded | round-robin [peak-ewma]
+  WEFT_PROXY_REQUIRE_IDENTITY_PORTS  inbound ports that accept only mTLS
+  WEFT_PROXY_IDENTITY_NAME, WEFT_PROXY_IDENTITY_ADDR, WEFT_PROXY_IDENTITY_TOKEN_FILE,
+  WEFT_PROXY_TRUST_ANCHORS, WEFT_PROXY_CONTROL_IDENTITY
+                                     mTLS identity: all four or none (see docs/proxy.md)
   WEFT_PROXY_LOG                     log filter, e.g. info or weft_proxy=debug [info]
 ";
 
