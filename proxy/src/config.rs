@@ -276,20 +276,18 @@ impl IdentityConfig {
             "WEFT_PROXY_IDENTITY_TOKEN_FILE",
             "WEFT_PROXY_TRUST_ANCHORS",
         ];
-        let values: Vec<Option<String>> = VARS.iter().map(|v| var(v)).collect();
-        if values.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        if let Some(i) = values.iter().position(Option::is_none) {
-            return Err(err(
-                VARS[i],
-                "",
-                format!("identity needs all of {} set", VARS.join(", ")),
-            ));
-        }
-        let [name, addr, token_file, trust_anchors] = <[Option<String>; 4]>::try_from(values)
-            .map_err(|_| err(VARS[0], "", "internal".into()))?;
-        let (name, addr) = (name.unwrap_or_default(), addr.unwrap_or_default());
+        let (name, addr, token_file, trust_anchors) = match VARS.map(var) {
+            [None, None, None, None] => return Ok(None),
+            [Some(n), Some(a), Some(t), Some(c)] => (n, a, t, c),
+            values => {
+                let missing = values.iter().position(Option::is_none).unwrap_or_default();
+                return Err(err(
+                    VARS[missing],
+                    "",
+                    format!("identity needs all of {} set", VARS.join(", ")),
+                ));
+            }
+        };
         let control_identity = match var("WEFT_PROXY_CONTROL_IDENTITY") {
             Some(id) => id,
             None => {
@@ -309,8 +307,8 @@ impl IdentityConfig {
         Ok(Some(Self {
             name,
             addr,
-            token_file: token_file.unwrap_or_default().into(),
-            trust_anchors: trust_anchors.unwrap_or_default().into(),
+            token_file: token_file.into(),
+            trust_anchors: trust_anchors.into(),
             control_identity,
         }))
     }

@@ -146,9 +146,10 @@ impl Router {
 
         // A name the controller knows is balanced over its endpoints;
         // anything else goes to the original destination.
-        if let Some(rsp) = self.route_discovered(&mut req).await {
-            return rsp;
-        }
+        let req = match self.route_discovered(req).await {
+            Ok(rsp) => return rsp,
+            Err(req) => req,
+        };
 
         let target = match orig_dst {
             Some(addr) => addr,
@@ -162,13 +163,18 @@ impl Router {
     }
 
     /// Routes by discovery when the request names a service the controller
-    /// knows (`None`: not discovered, route as usual).
+    /// knows; hands the request back (`Err`) when it does not, to be routed
+    /// as usual.
     async fn route_discovered(
         &self,
-        req: &mut Request<BoxBody>,
-    ) -> Option<Result<Response<BoxBody>, ProxyError>> {
-        let (discovery, balancer) = self.discovery.as_ref()?;
-        let authority = headers::authority(req)?;
+        req: Request<BoxBody>,
+    ) -> Result<Result<Response<BoxBody>, ProxyError>, Request<BoxBody>> {
+        let Some((discovery, balancer)) = self.discovery.as_ref() else {
+            return Err(req);
+        };
+        let Some(authority) = headers::authority(&req) else {
+            return Err(req);
+        };
         if authority
             .host()
             .trim_start_matches('[')
@@ -176,7 +182,7 @@ impl Router {
             .parse::<IpAddr>()
             .is_ok()
         {
-            return None;
+            return Err(req);
         }
         let port = authority.port_u16().unwrap_or(80);
         let name = format!("{}:{}", authority.host(), port);
@@ -203,15 +209,14 @@ impl Router {
         };
         let endpoints = match resolution {
             Resolution::Endpoints(eps) => eps,
-            Resolution::Unknown | Resolution::Pending => return None,
+            Resolution::Unknown | Resolution::Pending => return Err(req),
         };
         let Some((endpoint, in_flight)) = balancer.pick(&endpoints) else {
-            return Some(Err(ProxyError::NoEndpoints(backend.unwrap_or(name))));
+            return Ok(Err(ProxyError::NoEndpoints(backend.unwrap_or(name))));
         };
         if self.is_self(endpoint.addr) {
-            return Some(Err(ProxyError::Loop(endpoint.addr)));
+            return Ok(Err(ProxyError::Loop(endpoint.addr)));
         }
-        let req = std::mem::replace(req, Request::new(crate::http::body::empty()));
         let rsp = self
             .send(
                 req,
@@ -220,7 +225,7 @@ impl Router {
             )
             .await;
         let dst = DstLabels(Some(endpoint.labels.clone()));
-        Some(rsp.map(|mut rsp| {
+        Ok(rsp.map(|mut rsp| {
             in_flight.done();
             rsp.extensions_mut().insert(dst);
             rsp

@@ -74,8 +74,18 @@ pub struct Profile {
 
 /// One background stream per authority, shared and evicted when idle.
 struct Watches<T> {
-    by_authority: Mutex<HashMap<String, Watch<T>>>,
+    by_authority: Mutex<WatchMap<T>>,
 }
+
+struct WatchMap<T> {
+    watches: HashMap<String, Watch<T>>,
+    /// When idle watches were last looked for: at most once a minute, so
+    /// a request never pays for scanning every name.
+    swept: Instant,
+}
+
+/// How often idle watches are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 struct Watch<T> {
     rx: watch::Receiver<T>,
@@ -88,7 +98,10 @@ struct Watch<T> {
 impl<T: Clone + Send + Sync + 'static> Watches<T> {
     fn new() -> Self {
         Self {
-            by_authority: Mutex::new(HashMap::new()),
+            by_authority: Mutex::new(WatchMap {
+                watches: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 
@@ -103,17 +116,21 @@ impl<T: Clone + Send + Sync + 'static> Watches<T> {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let now = Instant::now();
-        let mut watches = self
+        let mut map = self
             .by_authority
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        watches.retain(|_, w| {
-            let keep = now.duration_since(w.used) < IDLE_EVICT;
-            if !keep {
-                w.stop.cancel();
-            }
-            keep
-        });
+        if now.duration_since(map.swept) > SWEEP_EVERY {
+            map.swept = now;
+            map.watches.retain(|_, w| {
+                let keep = now.duration_since(w.used) < IDLE_EVICT;
+                if !keep {
+                    w.stop.cancel();
+                }
+                keep
+            });
+        }
+        let watches = &mut map.watches;
         if let Some(w) = watches.get_mut(authority) {
             w.used = now;
             return w.rx.clone();
