@@ -1,11 +1,12 @@
 //! `weft`: the operator's command-line tool for the Weft mesh.
 //!
-//! Today it runs the local demo and makes identity material; install,
-//! check, inject, stat, edges, routes and profile arrive with the control
-//! plane.
+//! Today it runs the local demo, makes identity material and writes
+//! ServiceProfiles; install, check, inject, stat, edges and routes arrive
+//! with the control plane.
 
 mod demo;
 mod identity;
+mod profile;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
     Demo(demo::DemoArgs),
     // About and long help come from `IdentityArgs`.
     Identity(identity::IdentityArgs),
+    // About and long help come from `ProfileArgs`.
+    Profile(profile::ProfileArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Identity(args) => identity::run(args),
+        Command::Profile(args) => profile::run(&args).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

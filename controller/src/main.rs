@@ -4,8 +4,8 @@
 //! `io.linkerd.proxy.identity.Identity/Certify`, over TLS with the
 //! controller's own certificate), the destination service
 //! (`io.linkerd.proxy.destination.Destination/Get` and `GetProfile`, over
-//! the same TLS, fed from `--config-dir` or, with `--kubeconfig`, from
-//! Kubernetes watchers) and the admin server (`/ready`, `/live`,
+//! the same TLS, fed from `--config-dir` or, with `--kubeconfig` or
+//! `--in-cluster`, from Kubernetes watchers) and the admin server (`/ready`, `/live`,
 //! `/metrics`). The injector and metrics API join it later; their flags are
 //! already parsed so the interface stays fixed. See `docs/identity.md` and
 //! `docs/destination.md`.
@@ -24,6 +24,7 @@ use clap::{CommandFactory, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPoliciesServer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,12 +56,20 @@ fn trust_domain(s: &str) -> Result<String, String> {
 struct Args {
     /// Read Kubernetes-style YAML from this directory (the embedded
     /// default; file-mode tokens).
-    #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "in_cluster"])]
     config_dir: Option<PathBuf>,
     /// Use the Kubernetes API server of this kubeconfig (cluster mode:
-    /// tokens are checked with TokenReview).
-    #[arg(long, value_name = "PATH")]
+    /// watchers feed the destination service, tokens are checked with
+    /// TokenReview).
+    #[arg(long, value_name = "PATH", conflicts_with = "in_cluster")]
     kubeconfig: Option<PathBuf>,
+    /// Cluster mode from inside a pod: the API server from
+    /// KUBERNETES_SERVICE_HOST/PORT, the pod's ServiceAccount token and CA
+    /// from /var/run/secrets/kubernetes.io/serviceaccount. With none of
+    /// --config-dir, --kubeconfig and --in-cluster only the identity
+    /// service runs (file-mode tokens).
+    #[arg(long)]
+    in_cluster: bool,
     /// Directory holding ca.crt, issuer.crt, issuer.key (and token.key in
     /// file mode), as written by `weft identity init`.
     #[arg(long, value_name = "DIR")]
@@ -72,7 +81,7 @@ struct Args {
     #[arg(long, default_value = "cluster.local", value_parser = trust_domain)]
     cluster_domain: String,
     /// Listen address of the destination service (gRPC over TLS; served
-    /// with --config-dir or --kubeconfig).
+    /// with --config-dir, --kubeconfig or --in-cluster).
     #[arg(long, default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
     /// How often --config-dir is checked for changed files.
@@ -106,6 +115,8 @@ enum StartError {
     Identity(#[from] weft_identity::Error),
     #[error("kubeconfig {}: {reason}", path.display())]
     Kube { path: PathBuf, reason: String },
+    #[error("--in-cluster: {reason} (outside a pod, use --kubeconfig PATH or --config-dir DIR)")]
+    InCluster { reason: String },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -170,18 +181,55 @@ fn main() -> ExitCode {
     }
 }
 
-/// A client for the API server in the kubeconfig at `path`. Each read
-/// must finish within `read_timeout`: short for TokenReview, longer than
-/// the server-side watch timeout for the feed's watchers.
-async fn kube_client(path: &Path, read_timeout: Duration) -> Result<kube::Client, StartError> {
-    let err = |reason: String| StartError::Kube {
-        path: path.to_owned(),
-        reason,
+/// Where cluster mode finds its API server.
+enum KubeSource<'a> {
+    /// `--kubeconfig PATH`.
+    Kubeconfig(&'a Path),
+    /// `--in-cluster`: the pod's environment and ServiceAccount.
+    InCluster,
+}
+
+impl Args {
+    /// The API server to use, if any: `--kubeconfig` or `--in-cluster`.
+    fn kube_source(&self) -> Option<KubeSource<'_>> {
+        match (&self.kubeconfig, self.in_cluster) {
+            (Some(path), _) => Some(KubeSource::Kubeconfig(path)),
+            (None, true) => Some(KubeSource::InCluster),
+            (None, false) => None,
+        }
+    }
+}
+
+/// A client for the API server of `source`. Each read must finish within
+/// `read_timeout`: short for TokenReview, longer than the server-side
+/// watch timeout for the feed's watchers.
+async fn kube_client(
+    source: &KubeSource<'_>,
+    read_timeout: Duration,
+) -> Result<kube::Client, StartError> {
+    let err = |reason: String| match source {
+        KubeSource::Kubeconfig(path) => StartError::Kube {
+            path: path.to_path_buf(),
+            reason,
+        },
+        KubeSource::InCluster => StartError::InCluster { reason },
     };
-    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let mut cfg = match source {
+        KubeSource::Kubeconfig(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(e.to_string()))?
+        }
+        KubeSource::InCluster => {
+            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+                return Err(err(
+                    "KUBERNETES_SERVICE_HOST is not set, so this is not a Kubernetes pod".into(),
+                ));
+            }
+            kube::Config::incluster().map_err(|e| err(e.to_string()))?
+        }
+    };
     cfg.connect_timeout = Some(Duration::from_secs(5));
     cfg.read_timeout = Some(read_timeout);
     cfg.write_timeout = Some(Duration::from_secs(10));
@@ -201,12 +249,20 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
 
     let (store, reload) =
         issuer::start(dir.clone(), args.identity_reload_interval, metrics.clone())?;
-    let (auth, kube) = match &args.kubeconfig {
-        Some(path) => (
-            auth::Authenticator::Kube(kube_client(path, Duration::from_secs(10)).await?),
-            Some(kube_client(path, feed::kube::READ_TIMEOUT).await?),
+    let (auth, kube) = match args.kube_source() {
+        Some(source) => (
+            auth::Authenticator::Kube(kube_client(&source, Duration::from_secs(10)).await?),
+            Some(kube_client(&source, feed::kube::READ_TIMEOUT).await?),
         ),
-        None => (auth::Authenticator::File(dir.load_token_key()?), None),
+        None => {
+            if args.config_dir.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                tracing::warn!(
+                    "running in a Kubernetes pod without --in-cluster: only the identity service \
+                     runs, with file-mode tokens; pass --in-cluster to use this cluster"
+                );
+            }
+            (auth::Authenticator::File(dir.load_token_key()?), None)
+        }
     };
 
     let controller_name = weft_identity::controller_identity(&args.trust_domain);
@@ -269,6 +325,11 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     let mut destination_addr = None;
     if let (Some(objects), Some(listener)) = (objects, destination_listener) {
         destination_addr = Some(listener.local_addr().unwrap_or(args.destination_addr));
+        let policies = destination::policy::OutboundPolicyService::new(
+            objects.clone(),
+            &args.cluster_domain,
+            stop_rx.clone(),
+        );
         let service = destination::DestinationService::new(
             objects,
             &args.trust_domain,
@@ -276,7 +337,10 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
             stop_rx.clone(),
         );
         let router = tls::grpc_server()
-            .add_service(DestinationServer::new(service).max_decoding_message_size(MAX_MESSAGE));
+            .add_service(DestinationServer::new(service).max_decoding_message_size(MAX_MESSAGE))
+            .add_service(
+                OutboundPoliciesServer::new(policies).max_decoding_message_size(MAX_MESSAGE),
+            );
         servers.spawn(named(
             "destination server",
             tls::serve_grpc(router, listener, acceptor, "destination", stop_rx),
@@ -350,7 +414,7 @@ async fn start_feed(
 ) -> Result<Option<store::Store>, StartError> {
     if let Some(client) = kube {
         let objects = store::Store::new();
-        let feed = feed::kube::KubeFeed::start(client, &objects);
+        let feed = feed::kube::KubeFeed::start(client, &objects).await;
         let late = feed.wait_first_sync(KUBE_FIRST_SYNC).await;
         let snap = objects.snapshot();
         let (services, endpoints, pods, service_accounts) = snap.counts();
@@ -378,7 +442,7 @@ async fn start_feed(
     }
     let Some(dir) = args.config_dir.clone() else {
         tracing::info!(
-            "destination service disabled: start with --config-dir DIR or --kubeconfig PATH to serve endpoints and profiles"
+            "destination service disabled: start with --config-dir DIR, --kubeconfig PATH or --in-cluster to serve endpoints and profiles"
         );
         return Ok(None);
     };

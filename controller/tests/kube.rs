@@ -58,9 +58,9 @@ fn pod(name: &str) -> String {
     )
 }
 
-fn split(v1: u32, v2: u32) -> String {
+fn split(version: &str, v1: &str, v2: &str) -> String {
     format!(
-        "apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\n\
+        "apiVersion: split.smi-spec.io/{version}\nkind: TrafficSplit\n\
          metadata: {{name: web-split, namespace: {NS}}}\n\
          spec:\n  service: web\n  backends:\n  - {{service: web-v1, weight: {v1}}}\n  \
          - {{service: web-v2, weight: {v2}}}\n"
@@ -215,6 +215,30 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
         assert_eq!(a.metric_labels["namespace"], NS, "{addr}");
     }
     assert_eq!(known["192.0.2.10:8080"].metric_labels["pod"], "web-0");
+    // 1.20 serves no discovery.k8s.io/v1 EndpointSlices: the feed said it
+    // reads core/v1 Endpoints instead.
+    assert!(
+        ctl.log()
+            .contains("kubernetes feed: endpoints from v1 Endpoints"),
+        "{}",
+        ctl.log()
+    );
+
+    // Pod IP authorities: a pod's IP with any port is that pod (with its
+    // identity), for as long as it exists.
+    let mut by_ip = dst
+        .get(request("192.0.2.11:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pod_known = BTreeMap::new();
+    follow(&mut by_ip, &mut pod_known, |k| {
+        k.contains_key("192.0.2.11:8080")
+    })
+    .await;
+    let web1 = &pod_known["192.0.2.11:8080"];
+    assert_eq!(web1.metric_labels["pod"], "web-1");
+    assert!(web1.tls_identity.is_some(), "{web1:?}");
 
     // Deleting a pod (no kubelet: at once) removes it from the Endpoints.
     let t = Instant::now();
@@ -227,6 +251,26 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     })
     .await;
     eprintln!("pod deletion → Remove in {:?}", t.elapsed());
+    // The deleted pod's IP no longer names anything: Remove, then
+    // NoEndpoints { exists: false }.
+    let deadline = Instant::now() + WAIT;
+    let last = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let u = tokio::time::timeout(left, by_ip.message())
+            .await
+            .expect("pod IP stream never said the pod is gone")
+            .unwrap()
+            .expect("stream ended")
+            .update
+            .unwrap();
+        if matches!(u, update::Update::NoEndpoints(_)) {
+            break u;
+        }
+    };
+    assert_eq!(
+        last,
+        update::Update::NoEndpoints(linkerd2_proxy_api::destination::NoEndpoints { exists: false })
+    );
 
     // A v1alpha2 TrafficSplit (served and stored as v1alpha4) becomes
     // dst_overrides in milli-units.
@@ -234,7 +278,10 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     let first = profile_until(&mut profiles, |_| true).await;
     assert!(first.dst_overrides.is_empty(), "{first:?}");
     let t = Instant::now();
-    plane.apply_yaml(&split(90, 10)).await.unwrap();
+    plane
+        .apply_yaml(&split("v1alpha2", "90", "10"))
+        .await
+        .unwrap();
     let want = vec![
         ("web-v1.shop.svc.cluster.local:80".to_owned(), 9000),
         ("web-v2.shop.svc.cluster.local:80".to_owned(), 1000),
@@ -245,7 +292,10 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
 
     // An invalid update (all-zero weights, which the CRD schema allows) is
     // rejected with its field path; the previous split stays in force.
-    plane.apply_yaml(&split(0, 0)).await.unwrap();
+    plane
+        .apply_yaml(&split("v1alpha2", "0", "0"))
+        .await
+        .unwrap();
     ctl.wait_for_log("invalid object rejected", WAIT)
         .await
         .unwrap();
@@ -261,12 +311,23 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     let p = profile_until(&mut fresh, |_| true).await;
     assert_eq!(overrides(&p), want);
     // A valid change after that applies again.
-    plane.apply_yaml(&split(1, 3)).await.unwrap();
+    plane
+        .apply_yaml(&split("v1alpha2", "1", "3"))
+        .await
+        .unwrap();
     let p = profile_until(&mut profiles, |p| overrides(p) != want).await;
     assert_eq!(
         p.dst_overrides.iter().map(|o| o.weight).collect::<Vec<_>>(),
         [1000, 3000]
     );
+    // Written as v1alpha1 with quantities, 900m/100m is the same split as
+    // v1alpha2 90/10: the identical profile.
+    plane
+        .apply_yaml(&split("v1alpha1", "900m", "100m"))
+        .await
+        .unwrap();
+    let p = profile_until(&mut profiles, |p| overrides(p) == want).await;
+    assert_eq!(overrides(&p), want);
 
     // The missing HTTPRouteGroup CRD was reported once and broke nothing.
     let log = ctl.log();
@@ -279,4 +340,31 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     );
     assert!(!log.contains("panicked"), "{log}");
     eprintln!("whole test {:?}", started.elapsed());
+}
+
+/// `--in-cluster` outside a pod fails at once, saying why and what to use
+/// instead.
+#[tokio::test]
+async fn in_cluster_outside_a_pod_is_a_clear_error() {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        eprintln!("skipping: this test process runs in a Kubernetes pod");
+        return;
+    }
+    let id = identity_dir();
+    let err = Controller::start(id.path(), &["--in-cluster"])
+        .await
+        .err()
+        .expect("the controller must not start");
+    let text = err.to_string();
+    assert!(
+        text.contains("--in-cluster: KUBERNETES_SERVICE_HOST is not set")
+            && text.contains("use --kubeconfig PATH or --config-dir DIR"),
+        "{text}"
+    );
+    // Exclusive with the other sources.
+    let err = Controller::start(id.path(), &["--in-cluster", "--kubeconfig", "/nope"])
+        .await
+        .err()
+        .expect("conflicting sources must be refused");
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
 }

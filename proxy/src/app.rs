@@ -103,7 +103,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         side(Direction::Outbound),
         outbound_addr,
         config.meshed_targets.clone(),
-        metrics.http.clone(),
+        (metrics.http.clone(), metrics.route.clone()),
         Clients::new(
             client,
             metrics.tcp.clone(),
@@ -111,7 +111,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             identity.clone(),
         ),
         discovery,
-        crate::discovery::balance::PeakEwma::default().with_strategy(config.balancer),
+        crate::discovery::balance::PeakEwma::default()
+            .with_strategy(config.balancer)
+            .with_accrual(config.accrual),
     );
 
     let identity_note = match (&identity, &config.identity) {

@@ -52,6 +52,10 @@ pub struct Config {
     /// `peak-ewma`, the default; `least-loaded` and `round-robin` exist for
     /// comparison in benchmarks).
     pub balancer: crate::discovery::balance::Strategy,
+    /// Circuit breaking of failing endpoints
+    /// (`WEFT_PROXY_FAILURE_ACCRUAL_MAX_FAILURES`, default 7, 0 disables;
+    /// `..._MIN_PENALTY` 1s; `..._MAX_PENALTY` 60s).
+    pub accrual: crate::discovery::balance::Accrual,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
     pub detect_timeout: Duration,
@@ -207,7 +211,40 @@ impl Config {
             Some(v) => v.parse().map_err(|r| err("WEFT_PROXY_BALANCER", &v, r))?,
         };
 
+        let default_accrual = crate::discovery::balance::Accrual::default();
+        let accrual = crate::discovery::balance::Accrual {
+            max_failures: match var("WEFT_PROXY_FAILURE_ACCRUAL_MAX_FAILURES") {
+                None => default_accrual.max_failures,
+                Some(v) => v.trim().parse().map_err(|_| {
+                    err(
+                        "WEFT_PROXY_FAILURE_ACCRUAL_MAX_FAILURES",
+                        &v,
+                        "expected a count (0 disables ejection)".into(),
+                    )
+                })?,
+            },
+            min_penalty: duration(
+                "WEFT_PROXY_FAILURE_ACCRUAL_MIN_PENALTY",
+                default_accrual.min_penalty,
+            )?,
+            max_penalty: duration(
+                "WEFT_PROXY_FAILURE_ACCRUAL_MAX_PENALTY",
+                default_accrual.max_penalty,
+            )?,
+        };
+        if accrual.min_penalty.is_zero() || accrual.max_penalty < accrual.min_penalty {
+            return Err(err(
+                "WEFT_PROXY_FAILURE_ACCRUAL_MAX_PENALTY",
+                &format!("{:?}", accrual.max_penalty),
+                format!(
+                    "penalties must be positive with max >= min ({:?})",
+                    accrual.min_penalty
+                ),
+            ));
+        }
+
         Ok(Config {
+            accrual,
             balancer,
             destination_addr,
             identity,

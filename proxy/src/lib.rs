@@ -29,6 +29,7 @@ pub mod inbound;
 pub mod init;
 pub mod metrics;
 pub mod outbound;
+pub mod route;
 pub mod transport;
 
 /// Boxed error used where several error types meet (bodies, tower stacks).

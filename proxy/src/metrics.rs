@@ -10,6 +10,10 @@
 //! `authority="overflow"`, so a client inventing Host headers cannot grow the
 //! proxy's memory without limit.
 
+pub mod route;
+
+pub use route::RouteMetrics;
+
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -131,6 +135,8 @@ pub struct Metrics {
     pub tcp: TcpMetrics,
     /// Certificate refreshes and expiry.
     pub identity: IdentityMetrics,
+    /// Per-route metrics (ServiceProfile routes).
+    pub route: RouteMetrics,
     registry: Arc<Registry>,
 }
 
@@ -307,10 +313,12 @@ impl Metrics {
             "Certificate refresh attempts by result",
             identity.refresh.clone(),
         );
+        let route = RouteMetrics::new(&mut registry);
         Self {
             http,
             tcp,
             identity,
+            route,
             registry: Arc::new(registry),
         }
     }

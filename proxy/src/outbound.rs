@@ -8,24 +8,35 @@
 
 use crate::config::MeshedTargets;
 use crate::conn::{Side, Target};
-use crate::discovery::balance::PeakEwma;
-use crate::discovery::{pick_override, Discovery, Resolution};
+use crate::discovery::balance::{PeakEwma, Unavailable};
+use crate::discovery::{pick_override, DiscoveredEndpoint, Discovery, Profile, Resolution};
+use crate::http::classify::Classifier;
 use crate::http::client::{Clients, Endpoint};
 use crate::http::errors::{NewErrors, ProxyError};
 use crate::http::forward::Forward;
-use crate::http::metrics::NewMetrics;
+use crate::http::metrics::{NewMetrics, RouteRecord};
 use crate::http::server::HttpService;
-use crate::http::{headers, orig_proto, BoxBody};
-use crate::metrics::{DstLabels, HttpMetrics};
+use crate::http::{body, headers, orig_proto, BoxBody};
+use crate::metrics::route::{RouteLabels, Skipped};
+use crate::metrics::{Direction, DstLabels, HttpMetrics, RouteMetrics};
+use crate::route::condition::ResponseClasses;
+use crate::route::replay::{ReplayBody, MAX_REPLAY_BYTES};
+use crate::route::Route as ProfileRoute;
 use crate::transport::listen::Accepted;
 use crate::HttpVersion;
-use http::{Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The most attempts one request may make; the retry budget normally
+/// stops retries long before.
+const MAX_ATTEMPTS: u32 = 10;
+
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// How long a DNS lookup of a request's authority may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +61,7 @@ struct Router {
     meshed: MeshedTargets,
     listen_addr: SocketAddr,
     discovery: Option<(Discovery, PeakEwma)>,
+    route_metrics: RouteMetrics,
 }
 
 /// How long a request waits for the controller's first answer about a
@@ -65,11 +77,12 @@ impl Outbound {
         side: Side,
         listen_addr: SocketAddr,
         meshed: MeshedTargets,
-        http_metrics: HttpMetrics,
+        metrics: (HttpMetrics, RouteMetrics),
         clients: Clients,
         discovery: Option<Discovery>,
         balancer: PeakEwma,
     ) -> Self {
+        let (http_metrics, route_metrics) = metrics;
         let forward = Forward::new(
             clients,
             side.drain.clone(),
@@ -85,6 +98,7 @@ impl Outbound {
                 meshed,
                 listen_addr,
                 discovery: discovery.map(|d| (d, balancer)),
+                route_metrics,
             }),
         }
     }
@@ -169,7 +183,7 @@ impl Router {
         &self,
         req: Request<BoxBody>,
     ) -> Result<Result<Response<BoxBody>, ProxyError>, Request<BoxBody>> {
-        let Some((discovery, balancer)) = self.discovery.as_ref() else {
+        let Some((discovery, _)) = self.discovery.as_ref() else {
             return Err(req);
         };
         let Some(authority) = headers::authority(&req) else {
@@ -186,16 +200,40 @@ impl Router {
         }
         let port = authority.port_u16().unwrap_or(80);
         let name = format!("{}:{}", authority.host(), port);
-        // The profile and the endpoints are looked up together; a
-        // TrafficSplit in the profile sends the request to one of its
-        // backends (by weight), each a service resolved on its own.
-        let (profile, resolution) = tokio::join!(
+        // The profile, the outbound policy and the endpoints are looked
+        // up together.
+        let (profile, _, _) = tokio::join!(
             discovery.profile(&name, DISCOVERY_TIMEOUT),
-            discovery.resolve(&name, DISCOVERY_TIMEOUT)
+            discovery.resolve(&name, DISCOVERY_TIMEOUT),
+            discovery.policy(&name, DISCOVERY_TIMEOUT)
         );
-        let backend = profile
-            .as_ref()
-            .and_then(|p| pick_override(&p.dst_overrides))
+        let profile = profile.unwrap_or_default();
+        let Some(backend) = self.backend(&name, port, &profile, head(&req)).await else {
+            return Err(req);
+        };
+        Ok(Ok(self.route_request(req, name, profile, backend).await))
+    }
+
+    /// Chooses where one attempt goes: the backends of the first outbound
+    /// policy rule the request matches (a TrafficSplit with `matches`),
+    /// else the profile's TrafficSplit backends (by weight), else the name
+    /// itself, with its current endpoints; `None` if that is not a service
+    /// the controller knows.
+    async fn backend(
+        &self,
+        name: &str,
+        port: u16,
+        profile: &Profile,
+        head: Head<'_>,
+    ) -> Option<Backend> {
+        let (discovery, _) = self.discovery.as_ref()?;
+        // Already awaited (bounded) in `route_discovered`: don't wait again.
+        let policy = discovery.policy(name, Duration::ZERO).await;
+        let matched = policy
+            .as_deref()
+            .and_then(|p| p.backends(head.method, head.uri, head.headers));
+        let chosen = matched
+            .map_or_else(|| pick_override(&profile.dst_overrides), pick_override)
             .map(|a| {
                 if a.contains(':') {
                     a.to_string()
@@ -203,33 +241,199 @@ impl Router {
                     format!("{a}:{port}")
                 }
             });
-        let resolution = match &backend {
-            Some(b) if *b != name => discovery.resolve(b, DISCOVERY_TIMEOUT).await,
-            _ => resolution,
+        let name = chosen.unwrap_or_else(|| name.to_string());
+        match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
+            Resolution::Endpoints(endpoints) => Some(Backend { name, endpoints }),
+            Resolution::Unknown | Resolution::Pending => None,
+        }
+    }
+
+    /// Applies the request's profile route: its timeout over all attempts,
+    /// retries within the budget, and route metrics (recorded by the
+    /// metrics layer from the [`RouteRecord`] on the response). Proxy
+    /// errors are turned into responses here so they count too.
+    async fn route_request(
+        &self,
+        req: Request<BoxBody>,
+        name: String,
+        profile: Profile,
+        backend: Backend,
+    ) -> Response<BoxBody> {
+        let dst: Arc<str> = if profile.name.is_empty() {
+            name.as_str().into()
+        } else {
+            profile.name.clone()
         };
-        let endpoints = match resolution {
-            Resolution::Endpoints(eps) => eps,
-            Resolution::Unknown | Resolution::Pending => return Err(req),
+        let route = profile
+            .routes
+            .route_for(req.method(), req.uri().path())
+            .clone();
+        let labels = self
+            .route_metrics
+            .labels(Direction::Outbound, &dst, &route.name);
+        let grpc = headers::is_grpc(req.headers());
+        let attempts = self.attempts(req, &name, &profile, &route, &labels, backend);
+        let result = match route.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, attempts)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProxyError::RouteTimeout {
+                        route: route.name.clone(),
+                        timeout,
+                    })
+                }),
+            None => attempts.await,
         };
-        let Some((endpoint, in_flight)) = balancer.pick(&endpoints) else {
-            return Ok(Err(ProxyError::NoEndpoints(backend.unwrap_or(name))));
+        let (mut rsp, actual) = match result {
+            Ok(rsp) => (rsp, true),
+            Err(e) => (e.to_response(grpc), false),
+        };
+        rsp.extensions_mut().insert(RouteRecord {
+            metrics: self.route_metrics.clone(),
+            labels,
+            classes: route.classes.clone(),
+            actual,
+        });
+        rsp
+    }
+
+    /// Sends the request, and again while it fails, its route is
+    /// retryable, its body could be kept and the budget allows.
+    async fn attempts(
+        &self,
+        req: Request<BoxBody>,
+        name: &str,
+        profile: &Profile,
+        route: &ProfileRoute,
+        labels: &RouteLabels,
+        mut backend: Backend,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        // Upgrades and tunnels take over the connection: never retried.
+        let retryable =
+            route.retryable && req.method() != Method::CONNECT && !headers::is_upgrade(&req);
+        if !retryable {
+            return self.attempt(req, &backend, labels, &route.classes).await.0;
+        }
+        let budget = profile.routes.budget();
+        budget.deposit();
+        let (parts, body) = req.into_parts();
+        let kept = match ReplayBody::new(body, MAX_REPLAY_BYTES) {
+            Ok(kept) => kept,
+            Err(body) => {
+                // Known to be too large: one attempt, as it is.
+                let req = Request::from_parts(parts, body);
+                let (result, failed) = self.attempt(req, &backend, labels, &route.classes).await;
+                if failed {
+                    self.route_metrics.retryable(labels, Skipped::BodyTooLarge);
+                }
+                return result;
+            }
+        };
+        let port = parts.uri.port_u16().unwrap_or(80);
+        let mut attempt = 1;
+        loop {
+            let Some(body) = kept.replay() else {
+                return Err(ProxyError::Upstream {
+                    addr: backend.endpoints.first().map_or(UNSPECIFIED, |e| e.addr),
+                    reason: "request body could not be replayed".into(),
+                });
+            };
+            let mut req = clone_head(&parts, body::boxed(body));
+            if attempt > 1 {
+                req.headers_mut()
+                    .insert(headers::L5D_RETRY_ATTEMPT, HeaderValue::from(attempt));
+            }
+            let (result, failed) = self.attempt(req, &backend, labels, &route.classes).await;
+            if !failed {
+                return result;
+            }
+            let skipped = if attempt >= MAX_ATTEMPTS {
+                Skipped::MaxAttempts
+            } else if !kept.is_replayable() {
+                Skipped::BodyTooLarge
+            } else if !budget.withdraw() {
+                Skipped::NoBudget
+            } else {
+                Skipped::No
+            };
+            self.route_metrics.retryable(labels, skipped);
+            if skipped != Skipped::No {
+                return result;
+            }
+            if let Ok(rsp) = &result {
+                // The failed attempt's response is dropped; count it now.
+                self.route_metrics
+                    .response(labels, rsp.status().as_u16(), false, true);
+            }
+            drop(result);
+            attempt += 1;
+            // A retry may go to another split backend, and P2C picks again.
+            if let Some(next) = self.backend(name, port, profile, head_of(&parts)).await {
+                backend = next;
+            }
+        }
+    }
+
+    /// One attempt: picks an endpoint (skipping ejected ones), sends, and
+    /// reports the outcome to the balancer and the `route_actual_*`
+    /// metrics. Returns the result and whether it failed (by the route's
+    /// response classes, judged on the response head).
+    async fn attempt(
+        &self,
+        req: Request<BoxBody>,
+        backend: &Backend,
+        labels: &RouteLabels,
+        classes: &Arc<ResponseClasses>,
+    ) -> (Result<Response<BoxBody>, ProxyError>, bool) {
+        let (_, balancer) = match self.discovery.as_ref() {
+            Some(d) => d,
+            None => return (Err(ProxyError::NoEndpoints(backend.name.clone())), true),
+        };
+        let (endpoint, in_flight) = match balancer.pick(&backend.endpoints) {
+            Ok(picked) => picked,
+            Err(Unavailable::NoEndpoints) => {
+                return (Err(ProxyError::NoEndpoints(backend.name.clone())), true)
+            }
+            Err(Unavailable::AllFailing(endpoints)) => {
+                let e = ProxyError::AllFailing {
+                    service: backend.name.clone(),
+                    endpoints,
+                };
+                return (Err(e), true);
+            }
         };
         if self.is_self(endpoint.addr) {
-            return Ok(Err(ProxyError::Loop(endpoint.addr)));
+            return (Err(ProxyError::Loop(endpoint.addr)), true);
         }
-        let rsp = self
-            .send(
-                req,
-                endpoint.addr,
-                endpoint.h2.then(|| endpoint.identity.clone()),
-            )
-            .await;
-        let dst = DstLabels(Some(endpoint.labels.clone()));
-        Ok(rsp.map(|mut rsp| {
-            in_flight.done();
-            rsp.extensions_mut().insert(dst);
-            rsp
-        }))
+        let grpc = headers::is_grpc(req.headers());
+        self.route_metrics.request(labels, true);
+        let start = Instant::now();
+        let meshed = endpoint.h2.then(|| endpoint.identity.clone());
+        match self.send(req, endpoint.addr, meshed).await {
+            Ok(mut rsp) => {
+                let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+                let status = rsp.status();
+                self.route_metrics
+                    .latency(labels, status.as_u16(), elapsed_ms, true);
+                let grpc = grpc || headers::is_grpc(rsp.headers());
+                // gRPC answers whose status is only in the trailers are
+                // judged a success here (neither retried nor accrued).
+                let success = Classifier::new(status, rsp.headers(), grpc)
+                    .with_classes(classes.clone())
+                    .success_at_headers()
+                    .unwrap_or(true);
+                in_flight.done(success);
+                rsp.extensions_mut()
+                    .insert(DstLabels(Some(endpoint.labels.clone())));
+                (Ok(rsp), !success)
+            }
+            Err(e) => {
+                in_flight.failed();
+                self.route_metrics
+                    .response(labels, e.status().as_u16(), false, true);
+                (Err(e), true)
+            }
+        }
     }
 
     /// Sends to `addr`; `meshed` is `Some(identity)` when a Weft proxy is
@@ -278,6 +482,51 @@ impl Router {
                 || (listen.ip().is_unspecified() || listen.ip().is_loopback())
                     && (target.ip().is_loopback() || target.ip().is_unspecified()))
     }
+}
+
+/// Where one attempt goes: a service and its current endpoints.
+struct Backend {
+    name: String,
+    endpoints: Arc<Vec<DiscoveredEndpoint>>,
+}
+
+/// What routing may look at in a request (a TrafficSplit with `matches`
+/// chooses its backend by method, path and headers).
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    #[allow(dead_code)]
+    method: &'a Method,
+    #[allow(dead_code)]
+    uri: &'a http::Uri,
+    #[allow(dead_code)]
+    headers: &'a http::HeaderMap,
+}
+
+fn head<B>(req: &Request<B>) -> Head<'_> {
+    Head {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+    }
+}
+
+fn head_of(parts: &http::request::Parts) -> Head<'_> {
+    Head {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+    }
+}
+
+/// A request with `parts`' method, URI, version and headers (not its
+/// extensions, which only upgrades use, and those are never retried).
+fn clone_head(parts: &http::request::Parts, body: BoxBody) -> Request<BoxBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 /// Resolves a request's authority (`host[:port]`, port 80 by default) to a

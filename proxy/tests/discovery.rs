@@ -2,21 +2,20 @@
 //! Kubernetes-style YAML from a directory: balancing over the endpoints it
 //! announces, mTLS to meshed ones, following changes, surviving the
 //! controller going away, and falling back for names it does not know.
+//!
+//! The scenarios shared with the Kubernetes-fed tests
+//! (`discovery_kube.rs`) live in `weft_test_support::scenario`; here they
+//! run on the file feed.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Empty;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft_test_support::backend::HttpBackend;
-use weft_test_support::client::send_h1;
-use weft_test_support::controller::{identity, ControllerProcess};
+use weft_test_support::controller::identity;
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::ProxyProcess;
-
-const NS: &str = "shop";
-const API: &str = "http://api.shop.svc.cluster.local/";
+use weft_test_support::scenario::{self, request, Discovery, FileDiscovery, Replica, API, NS};
 
 fn proxy_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
@@ -26,65 +25,38 @@ fn controller_bin() -> PathBuf {
     proxy_bin().with_file_name("weft-controller")
 }
 
-/// YAML for Service `api` whose endpoints are the given (pod, port) pairs;
-/// every pod is meshed with ServiceAccount `api`.
-fn api_service(endpoints: &[(&str, u16)]) -> String {
-    service("api", endpoints)
-}
-
-/// YAML for Service `name` in `shop` with the given (pod, port) endpoints.
-fn service(name: &str, endpoints: &[(&str, u16)]) -> String {
-    let mut y = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: shop}}\nsubsets:\n",
-    );
-    for (pod, port) in endpoints {
-        y.push_str(&format!(
-            "- addresses:\n  - ip: 127.0.0.1\n    targetRef: {{kind: Pod, name: {pod}, namespace: shop}}\n  ports:\n  - {{name: http, port: {port}}}\n"
-        ));
-    }
-    if endpoints.is_empty() {
-        y.push_str("- addresses: []\n  ports:\n  - {name: http, port: 8080}\n");
-    }
-    for (pod, _) in endpoints {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: shop\n  annotations: {{linkerd.io/inject: enabled}}\nspec:\n  serviceAccountName: api\n  containers: [{{name: app, image: api}}]\n"
-        ));
-    }
-    y
-}
-
-/// Replaces `file` atomically, as the file feed documentation asks.
-fn write(dir: &Path, file: &str, yaml: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
-}
-
 async fn get(proxy: &ProxyProcess, uri: &str) -> http::Response<hyper::body::Incoming> {
-    let req = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
-    send_h1(proxy.outbound, req).await.unwrap()
+    request(proxy, uri).await.unwrap()
 }
 
-/// Two meshed "api" pods (a proxy in front of a backend each) and a client
-/// proxy "web" that resolves names through the controller.
+/// A client proxy "web" that resolves names through `d`'s controller.
+async fn web(d: &FileDiscovery) -> ProxyProcess {
+    d.ctl()
+        .proxy(proxy_bin(), NS, "web")
+        .unwrap()
+        .env("WEFT_PROXY_DESTINATION_ADDR", d.ctl().destination_addr)
+        .spawn()
+        .await
+        .unwrap()
+}
+
+/// Two meshed "api" pods (a proxy in front of a backend each), Service
+/// `api` without endpoints yet, and a client proxy "web".
 struct Mesh {
-    config: tempfile::TempDir,
-    ctl: ControllerProcess,
+    d: FileDiscovery,
     backends: [HttpBackend; 2],
     pods: [ProxyProcess; 2],
     web: ProxyProcess,
 }
 
 async fn mesh() -> Mesh {
-    let config = tempfile::tempdir().unwrap();
-    write(config.path(), "api.yaml", &api_service(&[]));
-    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config.path())
+    let d = FileDiscovery::start(&controller_bin(), Some("api"), &["api"])
         .await
         .unwrap();
     let backends = [HttpBackend::start().await, HttpBackend::start().await];
     let mut pods = Vec::new();
     for b in &backends {
-        let p = ctl.proxy(proxy_bin(), NS, "api").unwrap();
+        let p = d.ctl().proxy(proxy_bin(), NS, "api").unwrap();
         pods.push(
             p.env("WEFT_PROXY_INBOUND_FORWARD", b.addr)
                 .spawn()
@@ -92,17 +64,10 @@ async fn mesh() -> Mesh {
                 .unwrap(),
         );
     }
-    let web = ctl
-        .proxy(proxy_bin(), NS, "web")
-        .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
-        .spawn()
-        .await
-        .unwrap();
+    let web = web(&d).await;
     let pods: [ProxyProcess; 2] = pods.try_into().unwrap();
     Mesh {
-        config,
-        ctl,
+        d,
         backends,
         pods,
         web,
@@ -112,11 +77,8 @@ async fn mesh() -> Mesh {
 #[tokio::test]
 async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
     let mut m = mesh().await;
-    let eps = [
-        ("api-0", m.pods[0].inbound.port()),
-        ("api-1", m.pods[1].inbound.port()),
-    ];
-    write(m.config.path(), "api.yaml", &api_service(&eps));
+    let eps = [m.pods[0].inbound, m.pods[1].inbound];
+    m.d.set_endpoints("api", &eps).await.unwrap();
 
     // Both endpoints serve (within a few seconds of the file change).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -148,16 +110,18 @@ async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
         sum(&metrics, "response_total", &secured) >= 20.0,
         "{metrics}"
     );
-    // Requests are attributed to what they reached (dst_* labels).
+    // Requests are attributed to what they reached (dst_* labels; the
+    // pods are named `api-PORT`).
     let dst = [
         ("dst_namespace", "shop"),
         ("dst_service", "api"),
         ("dst_serviceaccount", "api"),
     ];
     assert!(sum(&metrics, "request_total", &dst) >= 20.0, "{metrics}");
-    for pod in ["api-0", "api-1"] {
+    for ep in eps {
+        let pod = format!("api-{}", ep.port());
         assert!(
-            sum(&metrics, "request_total", &[("dst_pod", pod)]) >= 1.0,
+            sum(&metrics, "request_total", &[("dst_pod", &pod)]) >= 1.0,
             "{metrics}"
         );
     }
@@ -166,8 +130,8 @@ async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
         (sum(&metrics, "response_total", &[("status_code", "200")])) as usize
     );
 
-    // Scale down to api-1: traffic follows.
-    write(m.config.path(), "api.yaml", &api_service(&eps[1..]));
+    // Scale down to the second pod: traffic follows.
+    m.d.set_endpoints("api", &eps[1..]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let before = m.backends[0].requests();
@@ -184,7 +148,7 @@ async fn services_are_balanced_over_discovered_endpoints_and_follow_changes() {
     }
 
     // The controller goes away: the last known endpoints keep serving.
-    m.ctl.kill();
+    m.d.controller().kill();
     let served = m.backends[1].requests();
     for _ in 0..10 {
         assert_eq!(get(&m.web, API).await.status(), 200);
@@ -213,191 +177,69 @@ async fn empty_services_fail_fast_and_unknown_names_fall_back() {
     assert_eq!(other.requests(), 1);
 }
 
-/// Counts, over `n` requests to the apex, how many reached backend 0.
-async fn share_of_first(m: &Mesh, n: usize) -> f64 {
-    let before = m.backends[0].requests();
-    for _ in 0..n {
-        assert_eq!(get(&m.web, API).await.status(), 200);
-    }
-    (m.backends[0].requests() - before) as f64 / n as f64
-}
-
+/// The split scenario over meshed pods: `api-v1` and `api-v2` are one
+/// meshed pod each (mTLS between the proxies).
 #[tokio::test]
 async fn traffic_split_weights_are_applied_and_follow_changes() {
-    let m = mesh().await;
-    // Apex `api` (no endpoints of its own), `api-v1` and `api-v2` backed
-    // by one meshed pod each.
-    let (p1, p2) = (m.pods[0].inbound.port(), m.pods[1].inbound.port());
-    write(
-        m.config.path(),
-        "v1.yaml",
-        &service("api-v1", &[("v1-0", p1)]),
-    );
-    write(
-        m.config.path(),
-        "v2.yaml",
-        &service("api-v2", &[("v2-0", p2)]),
-    );
-    let split = |w1: &str, w2: &str, version: &str| {
-        format!(
-            "apiVersion: split.smi-spec.io/{version}\nkind: TrafficSplit\nmetadata: {{name: api-rollout, namespace: shop}}\nspec:\n  service: api\n  backends:\n  - {{service: api-v1, weight: {w1}}}\n  - {{service: api-v2, weight: {w2}}}\n"
-        )
-    };
-    write(
-        m.config.path(),
-        "split.yaml",
-        &split("90", "10", "v1alpha2"),
-    );
-
-    // Wait for the split to be in force, then measure 2,000 requests.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while m.backends[1].requests() == 0 || m.backends[0].requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "split not applied:\n{}",
-            m.ctl.log()
-        );
-        let _ = get(&m.web, API).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let share = share_of_first(&m, 2000).await;
-    assert!(
-        (0.87..=0.93).contains(&share),
-        "90/10 split sent {share:.3} to v1"
-    );
-
-    // A v1alpha1 split with quantities: 500m/500m. It takes effect quickly.
-    write(
-        m.config.path(),
-        "split.yaml",
-        &split("500m", "500m", "v1alpha1"),
-    );
-    let changed = Instant::now();
-    loop {
-        let share = share_of_first(&m, 100).await;
-        if (0.35..=0.65).contains(&share) {
-            break;
-        }
-        assert!(
-            changed.elapsed() < Duration::from_secs(10),
-            "weight change not applied ({share:.2})"
-        );
-    }
-    eprintln!("weight change applied within {:?}", changed.elapsed());
-    let share = share_of_first(&m, 1000).await;
-    assert!(
-        (0.44..=0.56).contains(&share),
-        "500m/500m split sent {share:.3} to v1"
-    );
-}
-
-/// YAML for Service `api` whose endpoints are plain (unmeshed) backends.
-fn plain_api(backends: &[&HttpBackend]) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: api, namespace: shop}\nsubsets:\n",
-    );
-    for b in backends {
-        y.push_str(&format!(
-            "- addresses: [{{ip: 127.0.0.1}}]\n  ports: [{{name: http, port: {}}}]\n",
-            b.addr.port()
-        ));
-    }
-    y
-}
-
-/// A controller serving `config` and a client proxy resolving through it.
-async fn client(config: &Path) -> (ControllerProcess, ProxyProcess) {
-    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config)
-        .await
-        .unwrap();
-    let web = ctl
-        .proxy(proxy_bin(), NS, "web")
-        .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
-        .spawn()
-        .await
-        .unwrap();
-    (ctl, web)
-}
-
-/// Sends requests from `clients` concurrent loops until `stop`, returning
-/// (succeeded, failures).
-async fn load(
-    web: &ProxyProcess,
-    clients: usize,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> (usize, Vec<String>) {
-    let loops = (0..clients).map(|_| {
-        let stop = stop.clone();
-        let outbound = web.outbound;
-        async move {
-            let (mut ok, mut failed) = (0, Vec::new());
-            while !*stop.borrow() {
-                let req = Request::get(API).body(Empty::<Bytes>::new()).unwrap();
-                match send_h1(outbound, req).await {
-                    Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!(
-                        "{} {:?}",
-                        r.status(),
-                        r.headers().get("l5d-proxy-error")
-                    )),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (ok, failed)
-        }
+    let mut m = mesh().await;
+    let Mesh {
+        d,
+        backends,
+        pods,
+        web,
+    } = &mut m;
+    // Each endpoint is a pod's proxy; its backend counts what arrives.
+    let [v1, v2] = [0, 1].map(|i| Replica {
+        addr: pods[i].inbound,
+        backend: &backends[i],
     });
-    let results = futures::future::join_all(loops).await;
-    let ok = results.iter().map(|r| r.0).sum();
-    (ok, results.into_iter().flat_map(|r| r.1).collect())
+    scenario::traffic_split(d, web, v1, v2).await.unwrap();
+}
+
+/// A controller on a config dir of plain (unmeshed) endpoints, and a
+/// client proxy resolving through it.
+async fn plain() -> (FileDiscovery, ProxyProcess) {
+    let d = FileDiscovery::start(&controller_bin(), None, &["api"])
+        .await
+        .unwrap();
+    let web = web(&d).await;
+    (d, web)
 }
 
 #[tokio::test]
 async fn scaling_and_rolling_replacement_under_load_lose_nothing() {
-    let config = tempfile::tempdir().unwrap();
     let backends: Vec<HttpBackend> =
         futures::future::join_all((0..7).map(|_| HttpBackend::start())).await;
-    let b: Vec<&HttpBackend> = backends.iter().collect();
-    write(config.path(), "api.yaml", &plain_api(&b[..1]));
-    let (_ctl, web) = client(config.path()).await;
-    assert_eq!(get(&web, API).await.status(), 200);
+    let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
+    let (mut d, web) = plain().await;
+    scenario::scale_and_replace_under_load(&mut d, &web, &replicas)
+        .await
+        .unwrap();
+}
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let steps = async {
-        let pause = || tokio::time::sleep(Duration::from_millis(1500));
-        pause().await;
-        write(config.path(), "api.yaml", &plain_api(&b[..5])); // 1 → 5
-        pause().await;
-        write(config.path(), "api.yaml", &plain_api(&b[..1])); // 5 → 1
-        pause().await;
-        write(config.path(), "api.yaml", &plain_api(&b[5..7])); // replace every endpoint
-        pause().await;
-        stop_tx.send_replace(true);
-    };
-    let ((ok, failed), ()) = tokio::join!(load(&web, 4, stop_rx), steps);
-    assert!(
-        failed.is_empty(),
-        "{} failed, e.g. {:?}",
-        failed.len(),
-        &failed[..failed.len().min(3)]
-    );
-    assert!(ok > 200, "only {ok} requests");
-    for (i, backend) in backends.iter().enumerate() {
-        assert!(backend.requests() > 0, "endpoint {i} never got traffic");
-    }
+#[tokio::test]
+async fn controller_outage_under_load_loses_nothing_and_restart_catches_up() {
+    let backends: Vec<HttpBackend> =
+        futures::future::join_all((0..4).map(|_| HttpBackend::start())).await;
+    let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
+    let (mut d, web) = plain().await;
+    scenario::controller_outage_under_load(&mut d, &web, &replicas)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn peak_ewma_avoids_a_slow_endpoint() {
-    let config = tempfile::tempdir().unwrap();
     let fast = [HttpBackend::start().await, HttpBackend::start().await];
     let slow = HttpBackend::start_with_delay(Duration::from_millis(50)).await;
-    write(
-        config.path(),
-        "api.yaml",
-        &plain_api(&[&fast[0], &fast[1], &slow]),
-    );
-    let (_ctl, web) = client(config.path()).await;
+    let (mut d, web) = plain().await;
+    let eps: Vec<SocketAddr> = [&fast[0], &fast[1], &slow].map(|b| b.addr).into();
+    d.set_endpoints("api", &eps).await.unwrap();
+    scenario::wait_for("api to serve", || async {
+        Ok(request(&web, API).await?.status() == 200)
+    })
+    .await
+    .unwrap();
 
     // Four concurrent clients for a fixed number of requests each.
     let loops = (0..4).map(|_| async {

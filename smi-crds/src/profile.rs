@@ -368,6 +368,12 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     }
 }
 
+/// Methods whose lower-case spelling is almost certainly a typo: HTTP
+/// methods are case-sensitive, so `get` would never match a `GET` request.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 fn validate_request_match(m: &RequestMatch, path: &str, errs: &mut Vec<FieldError>) {
     if m.method.is_none()
         && m.path_regex.is_none()
@@ -377,15 +383,23 @@ fn validate_request_match(m: &RequestMatch, path: &str, errs: &mut Vec<FieldErro
     {
         errs.push(FieldError::new(
             path,
-            "condition is empty: set at least one of method, pathRegex, all, any, not",
+            "condition is missing or empty: set at least one of method, pathRegex, all, any, not",
         ));
     }
     if let Some(method) = &m.method {
         let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        let upper = method.to_ascii_uppercase();
         if method.is_empty() || !method.chars().all(token) {
             errs.push(FieldError::new(
                 format!("{path}.method"),
                 format!("{method:?} is not a valid HTTP method"),
+            ));
+        } else if upper != *method && STANDARD_METHODS.contains(&upper.as_str()) {
+            errs.push(FieldError::new(
+                format!("{path}.method"),
+                format!(
+                    "{method:?} would never match: HTTP methods are case-sensitive (use {upper:?})"
+                ),
             ));
         }
     }
@@ -394,6 +408,7 @@ fn validate_request_match(m: &RequestMatch, path: &str, errs: &mut Vec<FieldErro
             errs.push(FieldError::new(format!("{path}.pathRegex"), e));
         }
     }
+    check_lists_not_empty(&m.all, &m.any, path, errs);
     for (field, list) in [("all", &m.all), ("any", &m.any)] {
         for (i, sub) in list.iter().flatten().enumerate() {
             validate_request_match(sub, &format!("{path}.{field}[{i}]"), errs);
@@ -408,10 +423,16 @@ fn validate_response_match(m: &ResponseMatch, path: &str, errs: &mut Vec<FieldEr
     if m.status.is_none() && m.all.is_none() && m.any.is_none() && m.not.is_none() {
         errs.push(FieldError::new(
             path,
-            "condition is empty: set at least one of status, all, any, not",
+            "condition is missing or empty: set at least one of status, all, any, not",
         ));
     }
     if let Some(status) = &m.status {
+        if status.min.is_none() && status.max.is_none() {
+            errs.push(FieldError::new(
+                format!("{path}.status"),
+                "status range is empty: set min, max or both (min: 404, max: 404 for one code)",
+            ));
+        }
         for (field, v) in [("min", status.min), ("max", status.max)] {
             if let Some(v) = v {
                 if !(100..=599).contains(&v) {
@@ -431,6 +452,7 @@ fn validate_response_match(m: &ResponseMatch, path: &str, errs: &mut Vec<FieldEr
             }
         }
     }
+    check_lists_not_empty(&m.all, &m.any, path, errs);
     for (field, list) in [("all", &m.all), ("any", &m.any)] {
         for (i, sub) in list.iter().flatten().enumerate() {
             validate_response_match(sub, &format!("{path}.{field}[{i}]"), errs);
@@ -441,13 +463,43 @@ fn validate_response_match(m: &ResponseMatch, path: &str, errs: &mut Vec<FieldEr
     }
 }
 
+/// An empty `all` matches everything and an empty `any` matches nothing:
+/// either way the list is almost certainly a mistake, so it is rejected
+/// like an empty condition (write `pathRegex: ".*"` for a catch-all).
+fn check_lists_not_empty<T>(
+    all: &Option<Vec<T>>,
+    any: &Option<Vec<T>>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if all.as_ref().is_some_and(Vec::is_empty) {
+        errs.push(FieldError::new(
+            format!("{path}.all"),
+            "empty list: `all: []` would match everything; list at least one condition",
+        ));
+    }
+    if any.as_ref().is_some_and(Vec::is_empty) {
+        errs.push(FieldError::new(
+            format!("{path}.any"),
+            "empty list: `any: []` would never match; list at least one condition",
+        ));
+    }
+}
+
 /// Compiles a `pathRegex` the way the proxy applies it: anchored at both ends.
 /// Shared so validation and matching can never disagree.
+///
+/// The expression is first compiled on its own: wrapped as `^(?:re)$`, an
+/// unbalanced input such as `a)|(b` would otherwise compile into
+/// `^(?:a)|(b)$`, which is only half anchored.
 pub fn compile_anchored(re: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+    let invalid = |e: regex::Error| {
         // regex's Display draws a multi-line caret diagram; keep the verdict.
         let text = e.to_string();
-        let reason = text.lines().last().unwrap_or("").trim();
+        let last = text.lines().last().unwrap_or("").trim();
+        let reason = last.strip_prefix("error: ").unwrap_or(last).to_string();
         format!("invalid regex {re:?}: {reason}")
-    })
+    };
+    regex::Regex::new(re).map_err(invalid)?;
+    regex::Regex::new(&format!("^(?:{re})$")).map_err(invalid)
 }

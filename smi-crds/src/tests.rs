@@ -417,3 +417,514 @@ fn documents_need_api_version_and_kind() {
         .unwrap()
         .is_empty());
 }
+
+/// A v1alpha2 profile whose `spec` is the given flow-style YAML mapping.
+fn profile_with_spec(spec: &str) -> String {
+    format!(
+        "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\n\
+         metadata: {{name: web.shop.svc.cluster.local, namespace: shop}}\nspec: {spec}\n"
+    )
+}
+
+/// One route named `r` with the given condition and extra route fields.
+fn route_spec(condition: &str, extra: &str) -> String {
+    format!("{{routes: [{{name: r, condition: {condition}{extra}}}]}}")
+}
+
+/// One route matching `GET` whose single response class has `condition`.
+fn class_spec(condition: &str) -> String {
+    route_spec(
+        "{method: GET}",
+        &format!(", responseClasses: [{{condition: {condition}, isFailure: true}}]"),
+    )
+}
+
+#[test]
+fn each_invalid_profile_field_is_rejected_with_its_path() {
+    let budget = |fields: &str| format!("{{retryBudget: {{minRetriesPerSecond: 10, {fields}}}}}");
+    let cases: Vec<(String, &str, &str)> = vec![
+        // Path regexes, anchored like the proxy applies them.
+        (
+            route_spec("{pathRegex: '/books/([0-9]+'}", ""),
+            "spec.routes[0].condition.pathRegex",
+            "invalid regex \"/books/([0-9]+\": unclosed group",
+        ),
+        (
+            route_spec("{pathRegex: '[z-a]'}", ""),
+            "spec.routes[0].condition.pathRegex",
+            "invalid regex",
+        ),
+        // Balanced only once wrapped as ^(?:re)$: must not sneak through half anchored.
+        (
+            route_spec("{pathRegex: 'a)|(b'}", ""),
+            "spec.routes[0].condition.pathRegex",
+            "invalid regex \"a)|(b\"",
+        ),
+        (
+            route_spec("{all: [{method: GET}, {not: {pathRegex: '*books'}}]}", ""),
+            "spec.routes[0].condition.all[1].not.pathRegex",
+            "invalid regex",
+        ),
+        (
+            route_spec("{any: [{method: GET}, {pathRegex: '(?P<x'}]}", ""),
+            "spec.routes[0].condition.any[1].pathRegex",
+            "invalid regex",
+        ),
+        // Methods.
+        (
+            route_spec("{method: 'GE T'}", ""),
+            "spec.routes[0].condition.method",
+            "\"GE T\" is not a valid HTTP method",
+        ),
+        (
+            route_spec("{method: ''}", ""),
+            "spec.routes[0].condition.method",
+            "is not a valid HTTP method",
+        ),
+        (
+            route_spec("{method: get}", ""),
+            "spec.routes[0].condition.method",
+            "case-sensitive (use \"GET\")",
+        ),
+        // Names and empty conditions.
+        (
+            route_spec("{method: GET}", "").replace("name: r", "name: ''"),
+            "spec.routes[0].name",
+            "must not be empty",
+        ),
+        (
+            route_spec("{method: GET}", "").replace("name: r", "name: '  '"),
+            "spec.routes[0].name",
+            "must not be empty",
+        ),
+        (
+            route_spec("{}", ""),
+            "spec.routes[0].condition",
+            "condition is missing or empty",
+        ),
+        (
+            route_spec("{any: [{method: GET}, {}]}", ""),
+            "spec.routes[0].condition.any[1]",
+            "condition is missing or empty",
+        ),
+        (
+            route_spec("{not: {}}", ""),
+            "spec.routes[0].condition.not",
+            "condition is missing or empty",
+        ),
+        (
+            route_spec("{all: []}", ""),
+            "spec.routes[0].condition.all",
+            "would match everything",
+        ),
+        (
+            route_spec("{method: GET, any: []}", ""),
+            "spec.routes[0].condition.any",
+            "would never match",
+        ),
+        // Timeouts.
+        (
+            route_spec("{method: GET}", ", timeout: 5 seconds"),
+            "spec.routes[0].timeout",
+            "invalid duration \"5 seconds\"",
+        ),
+        (
+            route_spec("{method: GET}", ", timeout: '300'"),
+            "spec.routes[0].timeout",
+            "missing unit",
+        ),
+        (
+            route_spec("{method: GET}", ", timeout: -1s"),
+            "spec.routes[0].timeout",
+            "negative duration",
+        ),
+        (
+            route_spec("{method: GET}", ", timeout: ''"),
+            "spec.routes[0].timeout",
+            "empty duration",
+        ),
+        // Response classes.
+        (
+            class_spec("{status: {min: 599, max: 500}}"),
+            "spec.routes[0].responseClasses[0].condition.status",
+            "min 599 is greater than max 500",
+        ),
+        (
+            class_spec("{status: {min: 99}}"),
+            "spec.routes[0].responseClasses[0].condition.status.min",
+            "99 is not an HTTP status (100-599)",
+        ),
+        (
+            class_spec("{status: {max: 600}}"),
+            "spec.routes[0].responseClasses[0].condition.status.max",
+            "600 is not an HTTP status",
+        ),
+        (
+            class_spec("{status: {min: 0, max: 404}}"),
+            "spec.routes[0].responseClasses[0].condition.status.min",
+            "0 is not an HTTP status",
+        ),
+        (
+            class_spec("{status: {}}"),
+            "spec.routes[0].responseClasses[0].condition.status",
+            "status range is empty",
+        ),
+        (
+            class_spec("{}"),
+            "spec.routes[0].responseClasses[0].condition",
+            "condition is missing or empty",
+        ),
+        (
+            class_spec("{any: [{status: {min: 500}}, {not: {status: {min: 1000}}}]}"),
+            "spec.routes[0].responseClasses[0].condition.any[1].not.status.min",
+            "1000 is not an HTTP status",
+        ),
+        (
+            class_spec("{all: [{status: {min: 500}}, {}]}"),
+            "spec.routes[0].responseClasses[0].condition.all[1]",
+            "condition is missing or empty",
+        ),
+        (
+            class_spec("{any: []}"),
+            "spec.routes[0].responseClasses[0].condition.any",
+            "would never match",
+        ),
+        // Retry budget.
+        (
+            budget("retryRatio: -0.5, ttl: 10s"),
+            "spec.retryBudget.retryRatio",
+            "must be a finite number >= 0, got -0.5",
+        ),
+        (
+            budget("retryRatio: .nan, ttl: 10s"),
+            "spec.retryBudget.retryRatio",
+            "got NaN",
+        ),
+        (
+            budget("retryRatio: .inf, ttl: 10s"),
+            "spec.retryBudget.retryRatio",
+            "got inf",
+        ),
+        (
+            budget("retryRatio: 0.2"),
+            "spec.retryBudget.ttl",
+            "missing: a retry budget needs a ttl",
+        ),
+        (
+            budget("retryRatio: 0.2, ttl: ten seconds"),
+            "spec.retryBudget.ttl",
+            "invalid duration \"ten seconds\"",
+        ),
+        (
+            budget("retryRatio: 0.2, ttl: 10"),
+            "spec.retryBudget.ttl",
+            "missing unit",
+        ),
+        (
+            budget("retryRatio: 0.2, ttl: 0s"),
+            "spec.retryBudget.ttl",
+            "must be greater than zero",
+        ),
+        (
+            budget("retryRatio: 0.2, ttl: -10s"),
+            "spec.retryBudget.ttl",
+            "negative duration",
+        ),
+        // Destination overrides.
+        (
+            "{dstOverrides: [{authority: '', weight: 1}]}".to_string(),
+            "spec.dstOverrides[0].authority",
+            "must not be empty",
+        ),
+        (
+            "{dstOverrides: [{authority: a.b.svc.cluster.local:80, weight: -1}]}".to_string(),
+            "spec.dstOverrides[0].weight",
+            "negative weight",
+        ),
+        (
+            "{dstOverrides: [{authority: a.b.svc.cluster.local:80, weight: lots}]}".to_string(),
+            "spec.dstOverrides[0].weight",
+            "invalid quantity \"lots\"",
+        ),
+        // Opaque ports.
+        (
+            "{opaquePorts: ['0']}".to_string(),
+            "spec.opaquePorts[0]",
+            "invalid port \"0\"",
+        ),
+        (
+            "{opaquePorts: ['3306', '70000']}".to_string(),
+            "spec.opaquePorts[1]",
+            "invalid port \"70000\"",
+        ),
+        (
+            "{opaquePorts: ['5000-4000']}".to_string(),
+            "spec.opaquePorts[0]",
+            "start above end",
+        ),
+        (
+            "{opaquePorts: ['mysql']}".to_string(),
+            "spec.opaquePorts[0]",
+            "invalid port \"mysql\"",
+        ),
+    ];
+    for (spec, path, fragment) in &cases {
+        let yaml = profile_with_spec(spec);
+        let e = profile(&yaml).validate().unwrap_err();
+        assert_eq!(paths(&e), [*path], "spec {spec}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("{path}: ")) && text.contains(fragment),
+            "spec {spec}: expected {fragment:?} in {text}"
+        );
+        assert!(!text.contains('\n'), "one-line message: {text}");
+    }
+}
+
+#[test]
+fn every_problem_in_one_profile_is_reported_at_once() {
+    let yaml = profile_with_spec(
+        "{routes: [\
+           {name: a, condition: {pathRegex: '('}, timeout: soon},\
+           {name: '', condition: {}, responseClasses: [{condition: {status: {min: 600}}}]}],\
+         retryBudget: {retryRatio: -1, minRetriesPerSecond: 1}}",
+    );
+    let e = profile(&yaml).validate().unwrap_err();
+    assert_eq!(
+        paths(&e),
+        [
+            "spec.routes[0].condition.pathRegex",
+            "spec.routes[0].timeout",
+            "spec.routes[1].name",
+            "spec.routes[1].condition",
+            "spec.routes[1].responseClasses[0].condition.status.min",
+            "spec.retryBudget.retryRatio",
+            "spec.retryBudget.ttl",
+        ],
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("7 problems: "), "{e}");
+}
+
+#[test]
+fn structural_problems_are_parse_errors_naming_the_field() {
+    // Fields the CRD schema requires cannot be absent from a typed object,
+    // so the loader reports them, with serde's field path.
+    let cases = [
+        (
+            "{routes: [{name: a, condition: {method: GET}}, {condition: {method: GET}}]}",
+            "spec.routes[1]: missing field `name`",
+        ),
+        (
+            "{routes: [{name: a}]}",
+            "spec.routes[0]: missing field `condition`",
+        ),
+        (
+            "{routes: [{name: a, condition: {method: GET}, responseClasses: [{isFailure: true}]}]}",
+            "spec.routes[0].responseClasses[0]: missing field `condition`",
+        ),
+        (
+            "{retryBudget: {minRetriesPerSecond: 10, ttl: 10s}}",
+            "spec.retryBudget: missing field `retryRatio`",
+        ),
+        (
+            "{retryBudget: {retryRatio: 0.2, minRetriesPerSecond: -1, ttl: 10s}}",
+            "spec.retryBudget.minRetriesPerSecond",
+        ),
+        (
+            "{retryBudget: {retryRatio: lots, minRetriesPerSecond: 1, ttl: 10s}}",
+            "spec.retryBudget.retryRatio",
+        ),
+        (
+            "{routes: [{name: a, condition: {method: GET}, responseClasses: [{condition: {status: {min: -1}}}]}]}",
+            "spec.routes[0].responseClasses[0].condition.status.min",
+        ),
+    ];
+    for (spec, fragment) in cases {
+        let e = parse_documents(&profile_with_spec(spec)).unwrap_err();
+        assert_eq!(e.kind.as_deref(), Some("ServiceProfile"), "{e}");
+        assert!(
+            e.message.contains(fragment),
+            "{spec}: expected {fragment:?} in {e}"
+        );
+    }
+}
+
+/// The examples from Linkerd's ServiceProfile reference and guides (request
+/// matches, response classes, retries, timeouts, retry budget), in one file.
+const LINKERD_EXAMPLES: &str = r#"
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata:
+  name: webapp.default.svc.cluster.local
+  namespace: default
+spec:
+  routes:
+  - name: '/authors/{id}'
+    condition:
+      pathRegex: '/authors/\d+'
+      method: POST
+    responseClasses:
+    - condition:
+        status:
+          min: 500
+          max: 599
+      isFailure: true
+  - name: both fields, spelled out
+    condition:
+      all:
+      - pathRegex: '/authors/\d+'
+      - method: POST
+  - name: combined
+    condition:
+      any:
+      - all:
+        - method: POST
+        - pathRegex: '/authors/\d+'
+      - all:
+        - not:
+            method: DELETE
+        - pathRegex: /info.txt
+    responseClasses:
+    - condition:
+        all:
+        - status:
+            min: 500
+            max: 599
+        - not:
+            status:
+              min: 503
+              max: 503
+      isFailure: true
+    - condition:
+        status:
+          min: 404
+      isFailure: false
+  - name: GET /api/annotations
+    condition:
+      method: GET
+      pathRegex: /api/annotations
+    isRetryable: true
+    timeout: 300ms
+  - condition:
+      method: GET
+      pathRegex: /books/[^/]*
+    name: GET /books/{id}
+  - condition:
+      method: HEAD
+      pathRegex: /books\.json
+    name: HEAD /books.json
+    timeout: 1m
+  retryBudget:
+    retryRatio: 0.2
+    minRetriesPerSecond: 10
+    ttl: 10s
+---
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata:
+  name: mysql.db.svc.cluster.local
+  namespace: db
+spec:
+  opaquePorts:
+  - "3306"
+---
+apiVersion: linkerd.io/v1alpha1
+kind: ServiceProfile
+metadata:
+  name: books.booksapp.svc.cluster.local
+  namespace: booksapp
+spec:
+  routes:
+  - condition:
+      method: GET
+      pathRegex: /books\.json
+    name: GET /books.json
+  - condition:
+      method: PUT
+      pathRegex: /books/[^/]*\.json
+    name: PUT /books/{id}.json
+    isRetryable: false
+  retryBudget:
+    retryRatio: 0.2
+    minRetriesPerSecond: 10
+    ttl: 10s
+"#;
+
+#[test]
+fn linkerd_documentation_examples_are_accepted() {
+    let docs = parse_documents(LINKERD_EXAMPLES).unwrap();
+    assert_eq!(docs.len(), 3);
+    let profiles: Vec<ServiceProfile> = docs
+        .into_iter()
+        .map(|d| match d {
+            AnyObject::ServiceProfile(p) => *p,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for p in &profiles {
+        p.validate()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", p.metadata.name));
+    }
+    let routes = &profiles[0].spec.routes;
+    assert_eq!(routes.len(), 6);
+    let authors =
+        crate::profile::compile_anchored(routes[0].condition.path_regex.as_deref().unwrap())
+            .unwrap();
+    assert!(authors.is_match("/authors/42"));
+    assert!(
+        !authors.is_match("/authors/42/books"),
+        "anchored at the end"
+    );
+    assert!(!authors.is_match("/v1/authors/42"), "anchored at the start");
+    assert_eq!(
+        routes[3].timeout_duration(),
+        Some(std::time::Duration::from_millis(300))
+    );
+    assert!(routes[3].is_retryable);
+    // A single bound is an open range in Weft (404 and above).
+    let status = routes[2].response_classes[1]
+        .condition
+        .status
+        .as_ref()
+        .unwrap();
+    assert_eq!((status.min, status.max), (Some(404), None));
+    assert_eq!(profiles[1].spec.opaque_ports, ["3306"]);
+    // v1alpha1 is served and converted to the storage version.
+    assert_eq!(
+        serde_json::to_value(&profiles[2]).unwrap()["apiVersion"],
+        "linkerd.io/v1alpha2"
+    );
+    assert_eq!(profiles[2].spec.routes[1].name, "PUT /books/{id}.json");
+}
+
+#[test]
+fn typed_profiles_validate_like_parsed_ones() {
+    use crate::profile::{RequestMatch, RetryBudget, RouteSpec};
+    let mut spec = crate::ServiceProfileSpec {
+        routes: vec![RouteSpec {
+            name: "GET /".into(),
+            condition: RequestMatch {
+                method: Some("GET".into()),
+                path_regex: Some("/".into()),
+                ..RequestMatch::default()
+            },
+            response_classes: vec![],
+            is_retryable: true,
+            timeout: Some("250ms".into()),
+        }],
+        retry_budget: Some(RetryBudget::default()),
+        ..Default::default()
+    };
+    spec.validate().unwrap();
+    spec.routes[0].condition = RequestMatch::default();
+    spec.retry_budget = Some(RetryBudget {
+        retry_ratio: f32::NAN,
+        ..RetryBudget::default()
+    });
+    let e = spec.validate().unwrap_err();
+    assert_eq!(
+        paths(&e),
+        ["spec.routes[0].condition", "spec.retryBudget.retryRatio"]
+    );
+}

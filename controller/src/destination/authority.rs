@@ -7,6 +7,12 @@
 //! two-label name (`example.com:443`) reads as Service `example` in
 //! namespace `com`, which normally does not exist, so the answer is
 //! `NoEndpoints { exists: false }` and the proxy uses the original address.
+//!
+//! An IP literal with a port (`10.1.2.3:8080`, `[fd00::1]:8080`) is a Pod
+//! authority instead: the destination service answers with the Pod that
+//! has that IP (see [`Authority`]).
+
+use std::net::{IpAddr, SocketAddr};
 
 /// Port assumed when the authority has none (what HTTP clients imply).
 const DEFAULT_PORT: u16 = 80;
@@ -26,6 +32,44 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}:{}", self.service, self.namespace, self.port)
     }
+}
+
+/// What a `Get`/`GetProfile` path asks about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Authority {
+    /// A Service port by name.
+    Service(Target),
+    /// An `IP:port`: the Pod with that IP, on that port (what a proxy
+    /// asks when an application connects to a Pod directly, e.g. a
+    /// StatefulSet member or a headless Service's record).
+    Pod(SocketAddr),
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authority::Service(t) => t.fmt(f),
+            Authority::Pod(addr) => write!(f, "pod {addr}"),
+        }
+    }
+}
+
+/// Parses `path` as a Pod `IP:port` authority (IPv6 in brackets; a
+/// missing port means 80), else as a Service authority ([`parse`]).
+pub fn parse_authority(path: &str, cluster_domain: &str) -> Result<Authority, AuthorityError> {
+    if let Ok(addr) = path.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(AuthorityError::Port {
+                path: path.to_owned(),
+            });
+        }
+        return Ok(Authority::Pod(addr));
+    }
+    let bare = path.strip_prefix('[').and_then(|p| p.strip_suffix(']'));
+    if let Ok(ip) = bare.unwrap_or(path).parse::<IpAddr>() {
+        return Ok(Authority::Pod(SocketAddr::new(ip, DEFAULT_PORT)));
+    }
+    parse(path, cluster_domain).map(Authority::Service)
 }
 
 /// Why a path does not name a Service in this cluster.
@@ -131,6 +175,32 @@ mod tests {
             parse("web.shop.svc.example.org:80", "example.org").unwrap(),
             t("shop", "web", 80)
         );
+    }
+
+    #[test]
+    fn ip_literals_are_pod_authorities() {
+        let cd = "cluster.local";
+        let pod = |a: &str| Authority::Pod(a.parse().unwrap());
+        assert_eq!(
+            parse_authority("10.1.2.3:8080", cd).unwrap(),
+            pod("10.1.2.3:8080")
+        );
+        assert_eq!(parse_authority("10.1.2.3", cd).unwrap(), pod("10.1.2.3:80"));
+        assert_eq!(
+            parse_authority("[fd00::1]:8080", cd).unwrap(),
+            pod("[fd00::1]:8080")
+        );
+        assert_eq!(
+            parse_authority("[fd00::1]", cd).unwrap(),
+            pod("[fd00::1]:80")
+        );
+        assert_eq!(
+            parse_authority("web.shop:80", cd).unwrap(),
+            Authority::Service(t("shop", "web", 80))
+        );
+        for bad in ["10.1.2.3:0", "10.1.2.3:http", "10.1.2.3:70000", "10.1.2:80"] {
+            assert!(parse_authority(bad, cd).is_err(), "{bad}");
+        }
     }
 
     #[test]

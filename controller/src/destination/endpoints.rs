@@ -1,23 +1,32 @@
 //! Translation from stored Kubernetes objects to the destination API's
 //! endpoint updates. Pure functions over a [`Snapshot`], shared by every
 //! feed, so the file feed and the Kubernetes feed answer alike.
+//!
+//! Endpoints come from the store's [`EndpointSet`](crate::store::EndpointSet)
+//! of a Service, one shape whether the feed read core/v1 Endpoints or
+//! `discovery.k8s.io/v1` EndpointSlices. A Pod `IP:port` authority resolves
+//! to that one Pod (see [`resolve`]).
 
-use super::authority::Target;
+use super::authority::{Authority, Target};
+use crate::store::endpoint_set::EndpointPort;
 use crate::store::{ObjectKey, Snapshot};
-use k8s_openapi::api::core::v1::{EndpointPort, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use linkerd2_proxy_api::destination::{
-    protocol_hint, tls_identity, update, AddrSet, NoEndpoints, ProtocolHint, TlsIdentity, Update,
-    WeightedAddr, WeightedAddrSet,
+    protocol_hint, tls_identity, update, AddrSet, DestinationProfile, NoEndpoints, ProtocolHint,
+    RetryBudget, TlsIdentity, Update, WeightedAddr, WeightedAddrSet,
 };
 use linkerd2_proxy_api::net::TcpAddress;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// The annotation that marks a pod as meshed.
 pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
 /// Weight of every endpoint (Linkerd's default; balancing is by load).
 pub const DEFAULT_WEIGHT: u32 = 10_000;
+/// The Pod annotation listing its opaque ports, as Linkerd reads it.
+const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 
 /// One ready endpoint of a Service port, with what the proxy needs to
 /// reach it and label its metrics.
@@ -33,55 +42,127 @@ pub struct Endpoint {
     pub h2: bool,
 }
 
-/// What a Service port resolves to in one snapshot.
+/// What an authority resolves to in one snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolution {
-    /// Whether the Service exists.
+    /// Whether the Service (or, for an `IP:port` authority, the Pod) exists.
     pub exists: bool,
+    /// Labels of the whole set, sent with every `Add`: `namespace` and
+    /// `service` for a Service, `namespace` for a Pod.
+    pub labels: BTreeMap<String, String>,
     /// Its ready endpoints by address.
     pub endpoints: BTreeMap<SocketAddr, Endpoint>,
+}
+
+/// Resolves `authority` in `snap`: a Service port to its ready endpoints
+/// ([`resolve_service`]), a Pod `IP:port` to that Pod ([`resolve_pod`]).
+pub fn resolve(snap: &Snapshot, authority: &Authority, trust_domain: &str) -> Resolution {
+    match authority {
+        Authority::Service(target) => resolve_service(snap, target, trust_domain),
+        Authority::Pod(addr) => resolve_pod(snap, *addr, trust_domain),
+    }
 }
 
 /// Resolves `target` in `snap`: the Service's ready endpoints on the port
 /// the Service port maps to, as Kubernetes maps it (by port name, else by
 /// a numeric `targetPort`; a port the Service does not declare is used as
 /// is, like Linkerd does).
-pub fn resolve(snap: &Snapshot, target: &Target, trust_domain: &str) -> Resolution {
+pub fn resolve_service(snap: &Snapshot, target: &Target, trust_domain: &str) -> Resolution {
     let key = ObjectKey::new(&target.namespace, &target.service);
     let Some(svc) = snap.services.get(&key) else {
         return Resolution::default();
     };
+    let labels: BTreeMap<String, String> = [
+        ("namespace".to_owned(), target.namespace.clone()),
+        ("service".to_owned(), target.service.clone()),
+    ]
+    .into();
     let mut out = Resolution {
         exists: true,
+        labels,
         endpoints: BTreeMap::new(),
     };
-    let Some(eps) = snap.endpoints.get(&key) else {
+    let Some(set) = snap.endpoint_set(&key) else {
         return out;
     };
-    for subset in eps.subsets.iter().flatten() {
-        let ports = subset.ports.as_deref().unwrap_or_default();
-        let Some(port) = endpoint_port(svc, target.port, ports) else {
+    for group in &set.groups {
+        let Some(port) = endpoint_port(svc, target.port, &group.ports) else {
             continue;
         };
-        for a in subset.addresses.iter().flatten() {
-            let Ok(ip) = a.ip.parse::<IpAddr>() else {
-                tracing::debug!(endpoints = %key, ip = a.ip, "skipping an address that is not an IP");
-                continue;
-            };
-            let addr = SocketAddr::new(ip, port);
-            let pod = a.target_ref.as_ref().and_then(|r| {
-                if r.kind.as_deref().is_some_and(|k| k != "Pod") {
-                    return None;
-                }
-                let name = r.name.clone()?;
-                let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-                Some(ObjectKey::new(ns, name))
-            });
-            out.endpoints
-                .insert(addr, endpoint(snap, target, addr, pod, trust_domain));
+        for a in group.addresses.iter().filter(|a| a.ready) {
+            let addr = SocketAddr::new(a.ip, port);
+            let ep = endpoint(snap, &out.labels, addr, a.pod.clone(), trust_domain);
+            out.endpoints.insert(addr, ep);
         }
     }
     out
+}
+
+/// Resolves a Pod `IP:port` authority: when exactly one known (running or
+/// pending, not host-network) Pod has that IP, that Pod on that port, with
+/// its identity and labels as if it stood behind a Service; otherwise
+/// nothing (`exists: false`), so the proxy uses the address as it is.
+pub fn resolve_pod(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> Resolution {
+    let Some((key, _)) = pod_at(snap, addr.ip()) else {
+        return Resolution::default();
+    };
+    let labels: BTreeMap<String, String> = [("namespace".to_owned(), key.namespace.clone())].into();
+    let ep = endpoint(snap, &labels, addr, Some(key.clone()), trust_domain);
+    Resolution {
+        exists: true,
+        labels,
+        endpoints: [(addr, ep)].into(),
+    }
+}
+
+/// The `GetProfile` answer for a Pod `IP:port` authority: the Pod as the
+/// profile's `endpoint` (so a proxy can connect with its identity without a
+/// `Get`), `opaque_protocol` from the Pod's `config.linkerd.io/opaque-ports`,
+/// Linkerd's default retry budget, no routes. An unknown IP gets the same
+/// without `endpoint`: the proxy uses the address as it is.
+pub fn pod_profile(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> DestinationProfile {
+    let resolved = resolve_pod(snap, addr, trust_domain);
+    let opaque = pod_at(snap, addr.ip())
+        .and_then(|(_, pod)| {
+            pod.metadata
+                .annotations
+                .as_ref()?
+                .get(OPAQUE_PORTS_ANNOTATION)
+        })
+        .is_some_and(|list| {
+            list.split(',')
+                .filter_map(|p| weft_smi_crds::profile::parse_port_range(p.trim()).ok())
+                .any(|(lo, hi)| (lo..=hi).contains(&addr.port()))
+        });
+    let budget = weft_smi_crds::profile::RetryBudget::default();
+    DestinationProfile {
+        endpoint: resolved.endpoints.values().next().map(weighted),
+        opaque_protocol: opaque,
+        retry_budget: Some(RetryBudget {
+            retry_ratio: budget.retry_ratio,
+            min_retries_per_second: budget.min_retries_per_second,
+            ttl: budget
+                .ttl_duration()
+                .and_then(|d| prost_types::Duration::try_from(d).ok()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The one Pod with IP `ip`; `None` when there is none or several (an
+/// ambiguous IP is better left to the proxy's original address than
+/// guessed).
+fn pod_at(snap: &Snapshot, ip: IpAddr) -> Option<(&ObjectKey, &Arc<Pod>)> {
+    let pods: Vec<_> = snap.pods_with_ip(ip).collect();
+    match pods.as_slice() {
+        [one] => Some(*one),
+        [] => None,
+        many => {
+            let names: Vec<String> = many.iter().map(|(k, _)| k.to_string()).collect();
+            tracing::debug!(%ip, pods = %names.join(","), "several pods have this IP; not resolving it");
+            None
+        }
+    }
 }
 
 /// The endpoint port for Service port `port`.
@@ -96,10 +177,7 @@ fn endpoint_port(svc: &Service, port: u16, ports: &[EndpointPort]) -> Option<u16
         return Some(port);
     };
     let name = sp.name.as_deref().unwrap_or_default();
-    if let Some(ep) = ports
-        .iter()
-        .find(|ep| ep.name.as_deref().unwrap_or_default() == name)
-    {
+    if let Some(ep) = ports.iter().find(|ep| ep.name == name) {
         return as_u16(ep.port);
     }
     if let Some(IntOrString::Int(n)) = &sp.target_port {
@@ -113,16 +191,17 @@ fn endpoint_port(svc: &Service, port: u16, ports: &[EndpointPort]) -> Option<u16
     }
 }
 
+/// One endpoint: `base` labels plus, when it is a known Pod, the Pod's
+/// (`pod`, `serviceaccount`, owner) and, when meshed, its identity and
+/// the HTTP/2 hint.
 fn endpoint(
     snap: &Snapshot,
-    target: &Target,
+    base: &BTreeMap<String, String>,
     addr: SocketAddr,
     pod_key: Option<ObjectKey>,
     trust_domain: &str,
 ) -> Endpoint {
-    let mut labels = BTreeMap::new();
-    labels.insert("namespace".to_owned(), target.namespace.clone());
-    labels.insert("service".to_owned(), target.service.clone());
+    let mut labels = base.clone();
     let mut identity = None;
     let mut h2 = false;
     if let Some(key) = pod_key {
@@ -231,7 +310,7 @@ fn weighted(ep: &Endpoint) -> WeightedAddr {
 /// removals, then `NoEndpoints` when nothing is left (or when the
 /// Service's existence changed while empty). An `Add` for an address the
 /// client has replaces its metadata, as Linkerd's proxy expects.
-pub fn diff(target: &Target, prev: Option<&Resolution>, next: &Resolution) -> Vec<Update> {
+pub fn diff(prev: Option<&Resolution>, next: &Resolution) -> Vec<Update> {
     let mut out = Vec::new();
     let added: Vec<WeightedAddr> = next
         .endpoints
@@ -240,11 +319,11 @@ pub fn diff(target: &Target, prev: Option<&Resolution>, next: &Resolution) -> Ve
         .map(weighted)
         .collect();
     if !added.is_empty() {
-        let set_labels: HashMap<String, String> = [
-            ("namespace".to_owned(), target.namespace.clone()),
-            ("service".to_owned(), target.service.clone()),
-        ]
-        .into();
+        let set_labels: HashMap<String, String> = next
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         out.push(Update {
             update: Some(update::Update::Add(WeightedAddrSet {
                 addrs: added,
@@ -347,7 +426,7 @@ spec:
 
     #[test]
     fn resolves_ports_identities_and_labels() {
-        let r = resolve(&snap(), &target(80), "cluster.local");
+        let r = resolve_service(&snap(), &target(80), "cluster.local");
         assert!(r.exists);
         let addrs: Vec<String> = r.endpoints.keys().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:24143", "127.0.0.2:24143"]);
@@ -364,9 +443,9 @@ spec:
         assert!(!plain.h2);
         assert_eq!(plain.labels["serviceaccount"], "default");
 
-        let admin = resolve(&snap(), &target(9000), "cluster.local");
+        let admin = resolve_service(&snap(), &target(9000), "cluster.local");
         assert_eq!(admin.endpoints.keys().next().unwrap().port(), 29000);
-        let missing = resolve(
+        let missing = resolve_service(
             &snap(),
             &Target {
                 service: "nope".into(),
@@ -379,22 +458,23 @@ spec:
 
     #[test]
     fn diffs_add_remove_and_no_endpoints() {
-        let full = resolve(&snap(), &target(80), "cluster.local");
-        let first = diff(&target(80), None, &full);
+        let full = resolve_service(&snap(), &target(80), "cluster.local");
+        let first = diff(None, &full);
         assert_eq!(first.len(), 1);
-        assert!(diff(&target(80), Some(&full), &full).is_empty());
+        assert!(diff(Some(&full), &full).is_empty());
         let mut one = full.clone();
         let gone = *one.endpoints.keys().nth(1).unwrap();
         one.endpoints.remove(&gone);
-        let d = diff(&target(80), Some(&full), &one);
+        let d = diff(Some(&full), &one);
         assert!(
             matches!(&d[..], [Update { update: Some(update::Update::Remove(s)) }] if s.addrs == vec![TcpAddress::from(gone)])
         );
         let empty = Resolution {
             exists: true,
             endpoints: BTreeMap::new(),
+            ..full.clone()
         };
-        let d = diff(&target(80), Some(&one), &empty);
+        let d = diff(Some(&one), &empty);
         assert!(matches!(
             &d[..],
             [
@@ -406,9 +486,99 @@ spec:
                 }
             ]
         ));
-        let d = diff(&target(80), Some(&empty), &Resolution::default());
+        let d = diff(Some(&empty), &Resolution::default());
         assert!(matches!(
             &d[..],
+            [Update {
+                update: Some(update::Update::NoEndpoints(NoEndpoints { exists: false }))
+            }]
+        ));
+    }
+
+    #[test]
+    fn resolves_pod_ip_authorities() {
+        let pods = format!(
+            "{YAML}---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: shop
+  annotations: {{linkerd.io/inject: enabled, config.linkerd.io/opaque-ports: '3306'}}
+  labels: {{pod-template-hash: abc12}}
+  ownerReferences:
+  - {{apiVersion: apps/v1, kind: ReplicaSet, name: web-abc12, uid: u, controller: true}}
+spec:
+  serviceAccountName: web
+  containers: [{{name: app}}]
+status: {{phase: Running, podIP: 10.1.2.3}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: twin-a, namespace: shop}}
+spec: {{containers: [{{name: app}}]}}
+status: {{phase: Running, podIP: 10.1.2.9}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: twin-b, namespace: other}}
+spec: {{containers: [{{name: app}}]}}
+status: {{phase: Running, podIPs: [{{ip: 10.1.2.9}}]}}
+"
+        );
+        let snap = Snapshot::from_objects(
+            parse_documents(std::path::Path::new("t.yaml"), &pods)
+                .unwrap()
+                .objects,
+        );
+        let addr: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        let r = resolve(&snap, &Authority::Pod(addr), "cluster.local");
+        assert!(r.exists);
+        assert_eq!(
+            r.labels,
+            [("namespace".to_owned(), "shop".to_owned())].into()
+        );
+        let ep = &r.endpoints[&addr];
+        assert_eq!(
+            ep.identity.as_deref(),
+            Some("web.shop.serviceaccount.identity.weft.cluster.local")
+        );
+        assert!(ep.h2);
+        assert_eq!(ep.labels["pod"], "web-1");
+        assert_eq!(ep.labels["deployment"], "web");
+        assert!(!ep.labels.contains_key("service"));
+        let d = diff(None, &r);
+        assert!(
+            matches!(&d[..], [Update { update: Some(update::Update::Add(set)) }]
+                if set.addrs.len() == 1 && set.metric_labels["namespace"] == "shop"),
+            "{d:?}"
+        );
+
+        let p = pod_profile(&snap, addr, "cluster.local");
+        assert_eq!(p.endpoint, Some(weighted(ep)));
+        assert!(!p.opaque_protocol);
+        assert!(p.fully_qualified_name.is_empty());
+        assert_eq!(p.retry_budget.as_ref().unwrap().min_retries_per_second, 10);
+        assert!(
+            pod_profile(&snap, "10.1.2.3:3306".parse().unwrap(), "cluster.local").opaque_protocol
+        );
+
+        // Unknown and ambiguous IPs resolve to nothing.
+        for ip in ["10.1.2.4:8080", "10.1.2.9:8080"] {
+            let addr: SocketAddr = ip.parse().unwrap();
+            assert_eq!(
+                resolve_pod(&snap, addr, "cluster.local"),
+                Resolution::default(),
+                "{ip}"
+            );
+            assert_eq!(
+                pod_profile(&snap, addr, "cluster.local").endpoint,
+                None,
+                "{ip}"
+            );
+        }
+        assert!(matches!(
+            &diff(None, &Resolution::default())[..],
             [Update {
                 update: Some(update::Update::NoEndpoints(NoEndpoints { exists: false }))
             }]

@@ -13,6 +13,8 @@
 //! "no such service" and our proxy falls back to the original address.
 //! A path that cannot name a Service in this cluster (another domain, a
 //! bad port) is refused with `InvalidArgument`, also as Linkerd does.
+//! An `IP:port` path names the Pod with that IP instead
+//! ([`endpoints::resolve_pod`], [`endpoints::pod_profile`]).
 //!
 //! `GetProfile` accepts the same authorities and streams the Service's
 //! `DestinationProfile` (routes and retry budget from its ServiceProfile,
@@ -20,13 +22,18 @@
 //! profile first, then a new one whenever a store change alters it. A
 //! Service without either gets Linkerd's default profile (no routes, no
 //! overrides, default retry budget), so proxies never wait for one.
+//!
+//! TrafficSplits gated by `matches` are served by a second gRPC service on
+//! the same port, `io.linkerd.proxy.outbound.OutboundPolicies` (see
+//! [`policy`]).
 
 pub mod authority;
 pub mod endpoints;
+pub mod policy;
 pub mod profile;
 
 use crate::store::{Snapshot, Store};
-use authority::Target;
+use authority::Authority;
 use endpoints::Resolution;
 use futures::Stream;
 use linkerd2_proxy_api::destination::destination_server::Destination;
@@ -70,7 +77,7 @@ impl DestinationService {
 
 /// Per-stream state of a `Get`.
 struct GetState {
-    target: Target,
+    target: Authority,
     trust_domain: Arc<str>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
@@ -82,7 +89,7 @@ impl GetState {
     /// Computes the updates from what was sent to `snap`.
     fn advance(&mut self, snap: &Snapshot) {
         let next = endpoints::resolve(snap, &self.target, &self.trust_domain);
-        let updates = endpoints::diff(&self.target, self.sent.as_ref(), &next);
+        let updates = endpoints::diff(self.sent.as_ref(), &next);
         if !updates.is_empty() {
             tracing::debug!(
                 target_service = %self.target,
@@ -121,8 +128,9 @@ impl GetState {
 
 /// Per-stream state of a `GetProfile`.
 struct ProfileState {
-    target: Target,
+    target: Authority,
     cluster_domain: Arc<str>,
+    trust_domain: Arc<str>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     sent: Option<profile::Translation>,
@@ -143,7 +151,13 @@ impl ProfileState {
                 }
             }
             let snap = self.snapshots.borrow_and_update().clone();
-            let next = profile::translate(&snap, &self.target, &self.cluster_domain);
+            let next = match &self.target {
+                Authority::Service(t) => profile::translate(&snap, t, &self.cluster_domain),
+                Authority::Pod(addr) => profile::Translation {
+                    profile: endpoints::pod_profile(&snap, *addr, &self.trust_domain),
+                    ignored: Vec::new(),
+                },
+            };
             if self.sent.as_ref() == Some(&next) {
                 continue;
             }
@@ -179,10 +193,11 @@ impl Destination for DestinationService {
         request: Request<GetDestination>,
     ) -> Result<Response<Self::GetStream>, Status> {
         let req = request.into_inner();
-        let target = authority::parse(&req.path, &self.cluster_domain).map_err(|error| {
-            tracing::debug!(path = req.path, %error, "Get refused");
-            Status::invalid_argument(error.to_string())
-        })?;
+        let target =
+            authority::parse_authority(&req.path, &self.cluster_domain).map_err(|error| {
+                tracing::debug!(path = req.path, %error, "Get refused");
+                Status::invalid_argument(error.to_string())
+            })?;
         tracing::debug!(path = req.path, target_service = %target, "Get");
         let state = GetState {
             target,
@@ -205,14 +220,16 @@ impl Destination for DestinationService {
         request: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let req = request.into_inner();
-        let target = authority::parse(&req.path, &self.cluster_domain).map_err(|error| {
-            tracing::debug!(path = req.path, %error, "GetProfile refused");
-            Status::invalid_argument(error.to_string())
-        })?;
+        let target =
+            authority::parse_authority(&req.path, &self.cluster_domain).map_err(|error| {
+                tracing::debug!(path = req.path, %error, "GetProfile refused");
+                Status::invalid_argument(error.to_string())
+            })?;
         tracing::debug!(path = req.path, target_service = %target, "GetProfile");
         let state = ProfileState {
             target,
             cluster_domain: self.cluster_domain.clone(),
+            trust_domain: self.trust_domain.clone(),
             snapshots: self.store.subscribe(),
             shutdown: self.shutdown.clone(),
             sent: None,

@@ -6,7 +6,10 @@
 //! - the profile of Service `svc` in `ns` is the ServiceProfile named
 //!   `svc.ns.svc.CLUSTER_DOMAIN` in `ns`;
 //! - `dst_overrides` come from a TrafficSplit in `ns` whose `spec.service`
-//!   is `svc` (or its FQDN), else from the profile's own `dstOverrides`;
+//!   is `svc` (or its FQDN) and that has no `matches`, else from the
+//!   profile's own `dstOverrides` (splits with `matches` apply to some
+//!   requests only: they are served as outbound policy, see
+//!   [`super::policy`]);
 //! - without a ServiceProfile the profile has no routes, and the retry
 //!   budget is Linkerd's default (20 %, 10/s, 10 s) either way.
 //!
@@ -147,12 +150,32 @@ pub fn translate(snap: &Snapshot, target: &Target, cluster_domain: &str) -> Tran
     Translation { profile, ignored }
 }
 
-/// The TrafficSplit that applies to `target`: in the Service's namespace,
-/// `spec.service` naming it (short name or FQDN), and without `matches`.
-/// A split gated by `matches` (v1alpha3/4 HTTPRouteGroup A/B routing)
-/// applies to some requests only, which `dst_overrides` cannot say: it is
-/// not served rather than applied to all traffic. With several candidates
-/// the first by name wins.
+/// The TrafficSplits in `target`'s namespace whose `spec.service` names it
+/// (short name or FQDN), in name order. Shared with the outbound policy
+/// translation ([`super::policy`]), so both agree on which splits are the
+/// Service's.
+pub(super) fn splits_of<'s: 'q, 'q>(
+    snap: &'s Snapshot,
+    target: &'q Target,
+    fqn: &'q str,
+) -> impl Iterator<Item = (&'s ObjectKey, &'s Split)> + 'q {
+    snap.traffic_splits
+        .range(ObjectKey::new(&target.namespace, "")..)
+        .take_while(|(k, _)| k.namespace == target.namespace)
+        .filter(move |(_, split)| {
+            let apex = split.service.trim_end_matches('.');
+            apex == target.service || apex == fqn
+        })
+        .map(|(k, split)| (k, split.as_ref()))
+}
+
+/// The TrafficSplit that applies to every request for `target`: one of
+/// [`splits_of`] without `matches`. A split gated by `matches` (v1alpha3/4
+/// HTTPRouteGroup A/B routing) applies to some requests only, which
+/// `dst_overrides` cannot say: it is served by the `OutboundPolicies` API
+/// instead ([`super::policy`]), and requests it does not match follow this
+/// split (or the Service itself). With several candidates the first by
+/// name wins.
 fn traffic_split<'a>(
     snap: &'a Snapshot,
     target: &Target,
@@ -160,21 +183,7 @@ fn traffic_split<'a>(
     ignored: &mut Vec<String>,
 ) -> Option<&'a Split> {
     let mut chosen: Option<&Split> = None;
-    for (key, split) in snap
-        .traffic_splits
-        .range(ObjectKey::new(&target.namespace, "")..)
-        .take_while(|(k, _)| k.namespace == target.namespace)
-    {
-        let apex = split.service.trim_end_matches('.');
-        if apex != target.service && apex != fqn {
-            continue;
-        }
-        if !split.matches.is_empty() {
-            ignored.push(format!(
-                "TrafficSplit {key}: spec.matches (HTTPRouteGroup-gated A/B routing) cannot be expressed in a DestinationProfile yet; the split is not applied"
-            ));
-            continue;
-        }
+    for (key, split) in splits_of(snap, target, fqn).filter(|(_, s)| s.matches.is_empty()) {
         match chosen {
             None => chosen = Some(split),
             Some(first) => ignored.push(format!(
@@ -391,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn matched_splits_are_not_applied_and_opaque_ports_count() {
+    fn matched_splits_are_left_to_the_policy_and_opaque_ports_count() {
         let s = snap(
             "apiVersion: split.smi-spec.io/v1alpha4
 kind: TrafficSplit
@@ -411,11 +420,12 @@ spec:
   ports: [{port: 4001}]
 ",
         );
+        // The matched split is the outbound policy's (see `policy`), not
+        // something this profile ignores.
         let t = translate(&s, &web(4001), "cluster.local");
         assert!(t.profile.dst_overrides.is_empty());
         assert!(t.profile.opaque_protocol);
-        assert_eq!(t.ignored.len(), 1, "{:?}", t.ignored);
-        assert!(t.ignored[0].contains("spec.matches"));
+        assert!(t.ignored.is_empty(), "{:?}", t.ignored);
         assert!(
             !translate(&s, &web(80), "cluster.local")
                 .profile

@@ -2,13 +2,20 @@
 //! server (`--kubeconfig`), so cluster mode answers `Get`/`GetProfile`
 //! through the same translation as the file feed.
 //!
-//! One watcher per kind, across all namespaces: core/v1 Service,
-//! Endpoints, Pod and ServiceAccount, and the CRDs ServiceProfile
+//! One watcher per kind, across all namespaces: core/v1 Service, Pod and
+//! ServiceAccount, the Services' endpoints, and the CRDs ServiceProfile
 //! (`linkerd.io/v1alpha2`), TrafficSplit (`split.smi-spec.io/v1alpha4`,
 //! the storage version `install/crds.yaml` defines) and HTTPRouteGroup
-//! (`specs.smi-spec.io/v1alpha4`). Endpoints rather than EndpointSlice
-//! because the API servers we test against (1.20) only serve
-//! `discovery.k8s.io/v1beta1` slices; EndpointSlice `v1` is future work.
+//! (`specs.smi-spec.io/v1alpha4`).
+//!
+//! Endpoints come from `discovery.k8s.io/v1` EndpointSlices when the API
+//! server serves them (Kubernetes 1.21+; asked once at start through API
+//! discovery, see [`EndpointsSource::detect`]), else from core/v1
+//! Endpoints (1.20 and older serve only `v1beta1` slices). Slices matter
+//! for Services with more than 1,000 endpoints, where Endpoints objects are
+//! truncated. The store turns either into the same shape
+//! ([`EndpointSet`](crate::store::EndpointSet)), merging a Service's
+//! slices, so translation does not know which one was read.
 //!
 //! Each watcher is independent: a kind whose CRD is not installed (404)
 //! is logged once and retried with kube's backoff while the other kinds
@@ -29,6 +36,7 @@ use super::{check, key_of, Checked};
 use crate::store::{Kind, Object, ObjectKey, Store};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -76,6 +84,64 @@ pub enum ObjectError {
 /// Turns a watched object into what the store holds.
 type Convert<K> = fn(K) -> Result<Object, ObjectError>;
 
+/// How long start-up waits for the API discovery answer that picks the
+/// [`EndpointsSource`].
+const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which objects list the Services' endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointsSource {
+    /// `discovery.k8s.io/v1` EndpointSlice (preferred where served).
+    EndpointSlices,
+    /// core/v1 Endpoints (served by every API server).
+    Endpoints,
+}
+
+impl std::fmt::Display for EndpointsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndpointsSource::EndpointSlices => "discovery.k8s.io/v1 EndpointSlice",
+            EndpointsSource::Endpoints => "v1 Endpoints",
+        })
+    }
+}
+
+impl EndpointsSource {
+    /// Asks the API server (API discovery, `GET /apis/discovery.k8s.io/v1`)
+    /// whether it serves `endpointslices` in `discovery.k8s.io/v1`. Any
+    /// other answer (404 on 1.20, an error, no answer within
+    /// [`DETECT_TIMEOUT`]) means core/v1 Endpoints, which every server
+    /// serves: a wrong guess costs the 1,000-endpoint limit, never
+    /// discovery itself. Decided once: an API server upgrade takes a
+    /// controller restart to switch.
+    pub async fn detect(client: &Client) -> Self {
+        let group = EndpointSlice::api_version(&());
+        let answer =
+            tokio::time::timeout(DETECT_TIMEOUT, client.list_api_group_resources(&group)).await;
+        match answer {
+            Ok(Ok(list)) if list.resources.iter().any(|r| r.name == "endpointslices") => {
+                EndpointsSource::EndpointSlices
+            }
+            Ok(Ok(_)) => {
+                tracing::info!(%group, "the API server serves no endpointslices in this group version");
+                EndpointsSource::Endpoints
+            }
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {
+                tracing::info!(%group, "the API server does not serve this group version");
+                EndpointsSource::Endpoints
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%group, %error, "API discovery failed; reading core/v1 Endpoints");
+                EndpointsSource::Endpoints
+            }
+            Err(_) => {
+                tracing::warn!(%group, timeout = ?DETECT_TIMEOUT, "API discovery did not answer; reading core/v1 Endpoints");
+                EndpointsSource::Endpoints
+            }
+        }
+    }
+}
+
 /// The started watchers; lets start-up wait for their first list.
 #[derive(Debug)]
 pub struct KubeFeed {
@@ -83,9 +149,16 @@ pub struct KubeFeed {
 }
 
 impl KubeFeed {
-    /// Spawns one watcher per kind, writing to `store`. Must run inside a
-    /// Tokio runtime; the watchers live as long as the process.
-    pub fn start(client: &Client, store: &Store) -> Self {
+    /// Picks the endpoints source ([`EndpointsSource::detect`]) and spawns
+    /// one watcher per kind, writing to `store`. Must run inside a Tokio
+    /// runtime; the watchers live as long as the process.
+    pub async fn start(client: &Client, store: &Store) -> Self {
+        let source = EndpointsSource::detect(client).await;
+        Self::start_with(client, store, source)
+    }
+
+    /// Like [`start`](Self::start) with the endpoints source given.
+    pub fn start_with(client: &Client, store: &Store, source: EndpointsSource) -> Self {
         let mut first = Vec::new();
         let mut spawn = |kind: Kind, rx| first.push((kind, rx));
         spawn(
@@ -97,15 +170,26 @@ impl KubeFeed {
                 |o| Ok(Object::Service(Arc::new(o))),
             ),
         );
-        spawn(
-            Kind::Endpoints,
-            spawn_watch(
-                Api::<Endpoints>::all(client.clone()),
-                Kind::Endpoints,
-                store,
-                |o| Ok(Object::Endpoints(Arc::new(o))),
+        match source {
+            EndpointsSource::EndpointSlices => spawn(
+                Kind::EndpointSlice,
+                spawn_watch(
+                    Api::<EndpointSlice>::all(client.clone()),
+                    Kind::EndpointSlice,
+                    store,
+                    |o| Ok(Object::EndpointSlice(Arc::new(o))),
+                ),
             ),
-        );
+            EndpointsSource::Endpoints => spawn(
+                Kind::Endpoints,
+                spawn_watch(
+                    Api::<Endpoints>::all(client.clone()),
+                    Kind::Endpoints,
+                    store,
+                    |o| Ok(Object::Endpoints(Arc::new(o))),
+                ),
+            ),
+        }
         spawn(
             Kind::Pod,
             spawn_watch(Api::<Pod>::all(client.clone()), Kind::Pod, store, |o| {
@@ -153,8 +237,9 @@ impl KubeFeed {
             .iter()
             .map(|(kind, api_version)| format!("{api_version} {kind}"))
             .collect();
+        tracing::info!(endpoints = %source, "kubernetes feed: endpoints from {source}");
         tracing::info!(
-            core = "v1 Service, Endpoints, Pod, ServiceAccount",
+            core = %format!("v1 Service, Pod, ServiceAccount, {source}"),
             custom = %custom.join(", "),
             "kubernetes feed: watching all namespaces"
         );

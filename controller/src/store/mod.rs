@@ -13,9 +13,20 @@
 //! was written in never matters downstream) and HTTPRouteGroups. Only
 //! objects that passed validation are stored: a feed keeps the previous
 //! valid version of an object instead of storing an invalid one.
+//!
+//! Two derived indexes are kept up to date on every change, so readers
+//! never scan: each Service's [`EndpointSet`] (from its Endpoints object,
+//! or merged from its EndpointSlices; see [`endpoint_set`]) and the Pods by
+//! IP (for `IP:port` authorities).
+
+pub mod endpoint_set;
+
+pub use endpoint_set::EndpointSet;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
-use std::collections::BTreeMap;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use weft_smi_crds::specs::v1alpha4::HTTPRouteGroup;
@@ -53,6 +64,8 @@ pub enum Kind {
     Service,
     /// core/v1 Endpoints.
     Endpoints,
+    /// discovery.k8s.io/v1 EndpointSlice (the Kubernetes feed, where served).
+    EndpointSlice,
     /// core/v1 Pod.
     Pod,
     /// core/v1 ServiceAccount.
@@ -70,6 +83,7 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::ServiceProfile => "ServiceProfile",
@@ -87,6 +101,8 @@ pub enum Object {
     Service(Arc<Service>),
     /// An Endpoints object.
     Endpoints(Arc<Endpoints>),
+    /// An EndpointSlice (keyed by its own name, not its Service's).
+    EndpointSlice(Arc<EndpointSlice>),
     /// A Pod.
     Pod(Arc<Pod>),
     /// A ServiceAccount.
@@ -105,6 +121,7 @@ impl Object {
         match self {
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Pod(_) => Kind::Pod,
             Object::ServiceAccount(_) => Kind::ServiceAccount,
             Object::ServiceProfile(_) => Kind::ServiceProfile,
@@ -119,6 +136,7 @@ impl Object {
         let (namespace, name) = match self {
             Object::Service(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::Endpoints(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::EndpointSlice(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::Pod(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::ServiceAccount(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::ServiceProfile(o) => (&o.metadata.namespace, &o.metadata.name),
@@ -143,6 +161,8 @@ pub struct Snapshot {
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     /// Endpoints by key (same key as their Service).
     pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
+    /// EndpointSlices by their own key.
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     /// Pods by key.
     pub pods: BTreeMap<ObjectKey, Arc<Pod>>,
     /// ServiceAccounts by key.
@@ -153,6 +173,12 @@ pub struct Snapshot {
     pub traffic_splits: BTreeMap<ObjectKey, Arc<Split>>,
     /// HTTPRouteGroups by key.
     pub http_route_groups: BTreeMap<ObjectKey, Arc<HTTPRouteGroup>>,
+    /// Derived: each Service's endpoints in the one shape translation reads.
+    endpoint_sets: BTreeMap<ObjectKey, Arc<EndpointSet>>,
+    /// Derived: the names of each Service's EndpointSlices.
+    slices_by_service: BTreeMap<ObjectKey, BTreeSet<String>>,
+    /// Derived: Pods by IP (running or pending, not host-network).
+    pods_by_ip: BTreeMap<IpAddr, BTreeSet<ObjectKey>>,
 }
 
 impl Snapshot {
@@ -176,10 +202,34 @@ impl Snapshot {
                 self.services.insert(key, o);
             }
             Object::Endpoints(o) => {
-                self.endpoints.insert(key, o);
+                self.endpoints.insert(key.clone(), o);
+                self.refresh_endpoints(&key);
+            }
+            Object::EndpointSlice(o) => {
+                let old = self
+                    .endpoint_slices
+                    .insert(key.clone(), o.clone())
+                    .and_then(|s| endpoint_set::slice_service(&key.namespace, &s));
+                let new = endpoint_set::slice_service(&key.namespace, &o);
+                if let Some(old) = old.filter(|s| Some(s) != new.as_ref()) {
+                    self.unindex_slice(&old, &key.name);
+                }
+                if let Some(service) = new {
+                    self.slices_by_service
+                        .entry(service.clone())
+                        .or_default()
+                        .insert(key.name.clone());
+                    self.refresh_endpoints(&service);
+                }
             }
             Object::Pod(o) => {
-                self.pods.insert(key, o);
+                let ips = pod_ips(&o);
+                if let Some(old) = self.pods.insert(key.clone(), o) {
+                    self.unindex_pod(&key, &old);
+                }
+                for ip in ips {
+                    self.pods_by_ip.entry(ip).or_default().insert(key.clone());
+                }
             }
             Object::ServiceAccount(o) => {
                 self.service_accounts.insert(key, o);
@@ -201,8 +251,27 @@ impl Snapshot {
     fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {
             Kind::Service => self.services.remove(key).is_some(),
-            Kind::Endpoints => self.endpoints.remove(key).is_some(),
-            Kind::Pod => self.pods.remove(key).is_some(),
+            Kind::Endpoints => {
+                let found = self.endpoints.remove(key).is_some();
+                self.refresh_endpoints(key);
+                found
+            }
+            Kind::EndpointSlice => match self.endpoint_slices.remove(key) {
+                Some(slice) => {
+                    if let Some(service) = endpoint_set::slice_service(&key.namespace, &slice) {
+                        self.unindex_slice(&service, &key.name);
+                    }
+                    true
+                }
+                None => false,
+            },
+            Kind::Pod => match self.pods.remove(key) {
+                Some(pod) => {
+                    self.unindex_pod(key, &pod);
+                    true
+                }
+                None => false,
+            },
             Kind::ServiceAccount => self.service_accounts.remove(key).is_some(),
             Kind::ServiceProfile => self.service_profiles.remove(key).is_some(),
             Kind::TrafficSplit => self.traffic_splits.remove(key).is_some(),
@@ -214,8 +283,26 @@ impl Snapshot {
     fn clear(&mut self, kind: Kind) {
         match kind {
             Kind::Service => self.services.clear(),
-            Kind::Endpoints => self.endpoints.clear(),
-            Kind::Pod => self.pods.clear(),
+            Kind::Endpoints => {
+                let services: Vec<ObjectKey> =
+                    std::mem::take(&mut self.endpoints).into_keys().collect();
+                for service in services {
+                    self.refresh_endpoints(&service);
+                }
+            }
+            Kind::EndpointSlice => {
+                self.endpoint_slices.clear();
+                let services: Vec<ObjectKey> = std::mem::take(&mut self.slices_by_service)
+                    .into_keys()
+                    .collect();
+                for service in services {
+                    self.refresh_endpoints(&service);
+                }
+            }
+            Kind::Pod => {
+                self.pods.clear();
+                self.pods_by_ip.clear();
+            }
             Kind::ServiceAccount => self.service_accounts.clear(),
             Kind::ServiceProfile => self.service_profiles.clear(),
             Kind::TrafficSplit => self.traffic_splits.clear(),
@@ -229,6 +316,11 @@ impl Snapshot {
         match kind {
             Kind::Service => self.services.get(key).cloned().map(Object::Service),
             Kind::Endpoints => self.endpoints.get(key).cloned().map(Object::Endpoints),
+            Kind::EndpointSlice => self
+                .endpoint_slices
+                .get(key)
+                .cloned()
+                .map(Object::EndpointSlice),
             Kind::Pod => self.pods.get(key).cloned().map(Object::Pod),
             Kind::ServiceAccount => self
                 .service_accounts
@@ -253,11 +345,76 @@ impl Snapshot {
         }
     }
 
-    /// How many objects of each kind: `(services, endpoints, pods, service accounts)`.
+    /// The endpoints of Service `service`, from its EndpointSlices when it
+    /// has any, else from its Endpoints object; `None` without either.
+    pub fn endpoint_set(&self, service: &ObjectKey) -> Option<&Arc<EndpointSet>> {
+        self.endpoint_sets.get(service)
+    }
+
+    /// The Pods whose IP is `ip` (running or pending ones; host-network
+    /// Pods share their node's IP and are left out). Normally at most one.
+    pub fn pods_with_ip(&self, ip: IpAddr) -> impl Iterator<Item = (&ObjectKey, &Arc<Pod>)> {
+        self.pods_by_ip
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get_key_value(k))
+    }
+
+    /// Recomputes the [`EndpointSet`] of `service` from the objects that
+    /// list its endpoints: its slices win over an Endpoints object (only
+    /// one source is fed at a time; the rule just makes the result
+    /// defined).
+    fn refresh_endpoints(&mut self, service: &ObjectKey) {
+        let slices = self
+            .slices_by_service
+            .get(service)
+            .filter(|names| !names.is_empty());
+        let set = match (slices, self.endpoints.get(service)) {
+            (Some(names), _) => EndpointSet::from_slices(
+                &service.namespace,
+                names.iter().filter_map(|n| {
+                    self.endpoint_slices
+                        .get(&ObjectKey::new(&service.namespace, n))
+                        .map(|s| &**s)
+                }),
+            ),
+            (None, Some(eps)) => EndpointSet::from_endpoints(&service.namespace, eps),
+            (None, None) => {
+                self.endpoint_sets.remove(service);
+                return;
+            }
+        };
+        self.endpoint_sets.insert(service.clone(), Arc::new(set));
+    }
+
+    fn unindex_slice(&mut self, service: &ObjectKey, name: &str) {
+        if let Some(names) = self.slices_by_service.get_mut(service) {
+            names.remove(name);
+            if names.is_empty() {
+                self.slices_by_service.remove(service);
+            }
+        }
+        self.refresh_endpoints(service);
+    }
+
+    fn unindex_pod(&mut self, key: &ObjectKey, pod: &Pod) {
+        for ip in pod_ips(pod) {
+            if let Some(keys) = self.pods_by_ip.get_mut(&ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.pods_by_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// How many objects of each kind: `(services, services with endpoints,
+    /// pods, service accounts)`.
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         (
             self.services.len(),
-            self.endpoints.len(),
+            self.endpoint_sets.len(),
             self.pods.len(),
             self.service_accounts.len(),
         )
@@ -271,6 +428,37 @@ impl Snapshot {
             self.http_route_groups.len(),
         )
     }
+}
+
+/// The IPs a Pod answers on for `IP:port` authorities: `status.podIPs`
+/// (and `podIP`), unless the Pod uses the host network (its IP is the
+/// node's, shared by many Pods) or has finished (its IP may be reused).
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+    {
+        return Vec::new();
+    }
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return Vec::new();
+    }
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// The shared store: cheap to clone, every clone sees the same objects.
@@ -357,6 +545,7 @@ impl Store {
         match kind {
             Kind::Service => s.services.contains_key(key),
             Kind::Endpoints => s.endpoints.contains_key(key),
+            Kind::EndpointSlice => s.endpoint_slices.contains_key(key),
             Kind::Pod => s.pods.contains_key(key),
             Kind::ServiceAccount => s.service_accounts.contains_key(key),
             Kind::ServiceProfile => s.service_profiles.contains_key(key),
@@ -434,5 +623,98 @@ mod tests {
         assert!(snap
             .get(Kind::Service, &ObjectKey::new("shop", "old"))
             .is_none());
+    }
+
+    fn slice(name: &str, service: &str, ip: &str) -> Object {
+        let s: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 8080}]
+        }))
+        .unwrap();
+        Object::EndpointSlice(Arc::new(s))
+    }
+
+    fn ips(snap: &Snapshot, service: &str) -> Vec<String> {
+        snap.endpoint_set(&ObjectKey::new("shop", service))
+            .map(|set| {
+                set.groups
+                    .iter()
+                    .flat_map(|g| g.addresses.iter().map(|a| a.ip.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn slices_are_merged_per_service_and_follow_every_change() {
+        let store = Store::new();
+        store.replace_kind(
+            Kind::EndpointSlice,
+            [
+                slice("web-a", "web", "10.1.0.1"),
+                slice("web-b", "web", "10.1.0.2"),
+                slice("api-a", "api", "10.1.0.9"),
+            ],
+        );
+        assert_eq!(ips(&store.snapshot(), "web"), ["10.1.0.1", "10.1.0.2"]);
+        // A slice changes Service (relabelled): it leaves the old one.
+        store.upsert(slice("web-b", "api", "10.1.0.3"));
+        let snap = store.snapshot();
+        assert_eq!(ips(&snap, "web"), ["10.1.0.1"]);
+        assert_eq!(ips(&snap, "api"), ["10.1.0.9", "10.1.0.3"]);
+        store.remove(Kind::EndpointSlice, &ObjectKey::new("shop", "web-a"));
+        assert!(store
+            .snapshot()
+            .endpoint_set(&ObjectKey::new("shop", "web"))
+            .is_none());
+        // A relist drops what it no longer lists.
+        store.replace_kind(Kind::EndpointSlice, [slice("web-c", "web", "10.1.0.4")]);
+        let snap = store.snapshot();
+        assert_eq!(ips(&snap, "web"), ["10.1.0.4"]);
+        assert!(snap.endpoint_set(&ObjectKey::new("shop", "api")).is_none());
+        assert_eq!(snap.counts().1, 1);
+    }
+
+    fn pod(name: &str, ip: Option<&str>, phase: &str, host_network: bool) -> Object {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"containers": [], "hostNetwork": host_network},
+            "status": {"phase": phase, "podIP": ip, "podIPs": ip.map(|ip| vec![serde_json::json!({"ip": ip})])}
+        }))
+        .unwrap();
+        Object::Pod(Arc::new(p))
+    }
+
+    #[test]
+    fn pods_are_indexed_by_ip() {
+        let store = Store::new();
+        store.replace_all([
+            pod("a", Some("10.1.0.1"), "Running", false),
+            pod("done", Some("10.1.0.1"), "Succeeded", false),
+            pod("host", Some("10.1.0.2"), "Running", true),
+            pod("new", None, "Pending", false),
+        ]);
+        let names = |s: &Snapshot, ip: &str| -> Vec<String> {
+            s.pods_with_ip(ip.parse().unwrap())
+                .map(|(k, _)| k.name.clone())
+                .collect()
+        };
+        let snap = store.snapshot();
+        assert_eq!(names(&snap, "10.1.0.1"), ["a"]);
+        assert!(names(&snap, "10.1.0.2").is_empty());
+        // The pod gets an IP, another one loses its own.
+        store.upsert(pod("new", Some("10.1.0.3"), "Running", false));
+        store.upsert(pod("a", Some("10.1.0.4"), "Running", false));
+        let snap = store.snapshot();
+        assert_eq!(names(&snap, "10.1.0.3"), ["new"]);
+        assert!(names(&snap, "10.1.0.1").is_empty());
+        assert_eq!(names(&snap, "10.1.0.4"), ["a"]);
+        store.remove(Kind::Pod, &ObjectKey::new("shop", "a"));
+        assert!(names(&store.snapshot(), "10.1.0.4").is_empty());
+        store.replace_kind(Kind::Pod, []);
+        assert!(names(&store.snapshot(), "10.1.0.3").is_empty());
     }
 }

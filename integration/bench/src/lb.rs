@@ -8,10 +8,10 @@
 //! in the same run, so the rows compare like with like. A request slower
 //! than the timeout (1 s) counts as failed.
 
-use crate::load::{self, RunResult};
+use crate::load::{self, Faults, RunResult};
 use anyhow::Context;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -47,14 +47,14 @@ pub struct LbArgs {
 
 /// Runs the comparison and prints a markdown table.
 pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyhow::Result<()> {
-    let mut delays = Vec::new();
+    let mut faults = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..args.endpoints {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         ports.push(listener.local_addr()?.port());
-        let delay = Arc::new(AtomicU64::new(0));
-        delays.push(delay.clone());
-        tokio::spawn(load::serve(listener, 1024, delay));
+        let f = Arc::new(Faults::default());
+        faults.push(f.clone());
+        tokio::spawn(load::serve(listener, 1024, f));
     }
     let config = tempfile::tempdir()?;
     let mut yaml = String::from(
@@ -86,19 +86,19 @@ pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyho
 
         // Backend 0 turns slow for the middle half of the measured window
         // (which starts after the generator's one-second warm-up).
-        let slow = delays[0].clone();
+        let slow = faults[0].clone();
         let slow_ms = args.slow_ms;
         let switch = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1) + total / 4).await;
-            slow.store(slow_ms, Ordering::Relaxed);
+            slow.delay_ms.store(slow_ms, Ordering::Relaxed);
             tokio::time::sleep(total / 2).await;
-            slow.store(0, Ordering::Relaxed);
+            slow.delay_ms.store(0, Ordering::Relaxed);
         });
         let timeout = Some(Duration::from_millis(args.timeout_ms));
         let run = load::open_loop_with_timeout(proxy.outbound, uri, args.rate, total, 64, timeout)
             .await?;
         let _ = switch.await;
-        delays[0].store(0, Ordering::Relaxed);
+        faults[0].delay_ms.store(0, Ordering::Relaxed);
         eprintln!(
             "{strategy}: p99 {:.1} ms, {} errors",
             run.quantile_ms(0.99),
@@ -124,7 +124,8 @@ pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyho
     Ok(())
 }
 
-fn success(run: &RunResult) -> f64 {
+/// The share of requests answered with 200 (within the timeout, if any).
+pub fn success(run: &RunResult) -> f64 {
     let all = run.completed + run.errors;
     if all == 0 {
         return 0.0;

@@ -48,28 +48,46 @@ pub async fn serve_backend(addr: SocketAddr, body_len: usize) -> anyhow::Result<
     serve(listener, body_len, Arc::default()).await
 }
 
-/// The backend loop; every answer waits `delay_ms` first (changeable
-/// while running, to make a replica slow mid-run).
+/// What an in-process backend does, changeable while it runs: answer
+/// after `delay_ms` (a replica turning slow), fail `failure_percent` of
+/// requests with `500`; `requests` counts what arrived.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Delay before every answer, in milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Share of requests (0–100) answered with `500`.
+    pub failure_percent: AtomicU64,
+    /// Requests received.
+    pub requests: AtomicU64,
+}
+
+/// The backend loop, behaving as `faults` says.
 pub async fn serve(
     listener: TcpListener,
     body_len: usize,
-    delay_ms: Arc<AtomicU64>,
+    faults: Arc<Faults>,
 ) -> anyhow::Result<()> {
     let body = Bytes::from(vec![b'w'; body_len]);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let (body, delay_ms) = (body.clone(), delay_ms.clone());
+        let (body, faults) = (body.clone(), faults.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let body = body.clone();
-                let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                faults.requests.fetch_add(1, Ordering::Relaxed);
+                let delay = Duration::from_millis(faults.delay_ms.load(Ordering::Relaxed));
+                let fail = fastrand::u64(..100) < faults.failure_percent.load(Ordering::Relaxed);
                 async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
                     let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(Response::new(Full::new(body)))
+                    let mut rsp = Response::new(Full::new(body));
+                    if fail {
+                        *rsp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    Ok::<_, Infallible>(rsp)
                 }
             });
             let _ =
@@ -100,18 +118,40 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> 
     Ok(send)
 }
 
-/// Sends one request and drains the response; true on `200` within
-/// `timeout` (when given).
-async fn request(
-    send: &mut SendRequest<Empty<Bytes>>,
-    uri: &str,
-    timeout: Option<Duration>,
-) -> bool {
-    match timeout {
-        None => request_once(send, uri).await,
-        Some(t) => tokio::time::timeout(t, request_once(send, uri))
-            .await
-            .unwrap_or(false),
+/// How the load generator behaves as a client.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientPolicy {
+    /// A request slower than this counts as failed (its connection is
+    /// replaced, as a client with a deadline would).
+    pub timeout: Option<Duration>,
+    /// Attempts per request: above 1 the client itself retries failures
+    /// at once (the naive policy retry budgets exist to replace).
+    pub attempts: u32,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            attempts: 1,
+        }
+    }
+}
+
+/// Sends one request (with up to `policy.attempts` tries) and drains the
+/// response; true on `200` within the timeout (when given).
+async fn request(send: &mut SendRequest<Empty<Bytes>>, uri: &str, policy: ClientPolicy) -> bool {
+    let tries = async {
+        for _ in 0..policy.attempts.max(1) {
+            if request_once(send, uri).await {
+                return true;
+            }
+        }
+        false
+    };
+    match policy.timeout {
+        None => tries.await,
+        Some(t) => tokio::time::timeout(t, tries).await.unwrap_or(false),
     }
 }
 
@@ -145,7 +185,15 @@ pub async fn open_loop(
     duration: Duration,
     connections: usize,
 ) -> anyhow::Result<RunResult> {
-    open_loop_with_timeout(addr, uri, rate, duration, connections, None).await
+    open_loop_with(
+        addr,
+        uri,
+        rate,
+        duration,
+        connections,
+        ClientPolicy::default(),
+    )
+    .await
 }
 
 /// [`open_loop`] where a request slower than `timeout` counts as failed
@@ -157,6 +205,22 @@ pub async fn open_loop_with_timeout(
     duration: Duration,
     connections: usize,
     timeout: Option<Duration>,
+) -> anyhow::Result<RunResult> {
+    let policy = ClientPolicy {
+        timeout,
+        ..ClientPolicy::default()
+    };
+    open_loop_with(addr, uri, rate, duration, connections, policy).await
+}
+
+/// [`open_loop`] with a client `policy` (timeout, client-side retries).
+pub async fn open_loop_with(
+    addr: SocketAddr,
+    uri: &str,
+    rate: u32,
+    duration: Duration,
+    connections: usize,
+    policy: ClientPolicy,
 ) -> anyhow::Result<RunResult> {
     let warmup = rate as u64; // one second's worth
     let measured = rate as u64 * duration.as_secs();
@@ -180,7 +244,7 @@ pub async fn open_loop_with_timeout(
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, issued)) = next else { break };
-                let ok = request(&mut send, &uri, timeout).await;
+                let ok = request(&mut send, &uri, policy).await;
                 if i < warmup {
                     continue;
                 }
@@ -238,7 +302,7 @@ pub async fn saturate(
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                if request(&mut send, &uri, None).await {
+                if request(&mut send, &uri, ClientPolicy::default()).await {
                     n += 1;
                 }
             }

@@ -14,6 +14,7 @@
 mod lb;
 mod load;
 mod report;
+mod retry;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -45,6 +46,8 @@ enum Cmd {
     },
     /// Compare balancing strategies when one of ten replicas turns slow.
     Lb(lb::LbArgs),
+    /// Compare retry policies against a backend failing a share of requests.
+    Retry(retry::RetryArgs),
 }
 
 /// Flags of a benchmark run.
@@ -139,6 +142,13 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 let (proxy, controller) = bins?;
                 lb::run(args, &proxy, &controller).await
+            })
+        }
+        Some(Cmd::Retry(args)) => {
+            let bins = binaries(&cli.run);
+            runtime.block_on(async move {
+                let (proxy, controller) = bins?;
+                retry::run(args, &proxy, &controller).await
             })
         }
         None => runtime.block_on(run(cli.run)),

@@ -12,18 +12,18 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
 };
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::ByteString;
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{self, Scope};
 use kube::Api;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Error, Result};
+use crate::error::{io_err, Error, Result};
 use crate::{TestControlPlane, TEST_NODE_NAME};
 
 /// Field manager the helpers write objects as.
@@ -432,6 +432,117 @@ impl TestControlPlane {
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .map_err(|e| self.explain(e))
+    }
+}
+
+/// What a pod's ServiceAccount volume holds, written to a directory by
+/// [`TestControlPlane::service_account_volume`].
+#[derive(Debug)]
+pub struct ServiceAccountVolume {
+    dir: tempfile::TempDir,
+    host: String,
+    port: String,
+}
+
+impl ServiceAccountVolume {
+    /// The directory holding `token`, `ca.crt` and `namespace` (removed on
+    /// drop): copy or mount it at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` for the program.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` for this
+    /// control plane, as a pod's environment has them.
+    pub fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("KUBERNETES_SERVICE_HOST", self.host.as_str()),
+            ("KUBERNETES_SERVICE_PORT", self.port.as_str()),
+        ]
+    }
+}
+
+impl TestControlPlane {
+    /// Deletes Pod `ns/name` at once (grace period 0, like `kubectl delete
+    /// --force`): with no kubelet, a graceful delete would never complete.
+    /// A Pod that is already gone is fine.
+    pub async fn delete_pod_now(&self, ns: &str, name: &str) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client(), ns);
+        match api
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// Waits (≤ [`DEFAULT_WAIT`]) until the Endpoints of Service `ns/name`
+    /// list every one of `ips` as ready (as the endpoints controller
+    /// publishes Pods that [`set_pod_ready`](Self::set_pod_ready) made
+    /// ready); returns all the ready IPs. Lets a test act like a rolling
+    /// update that removes old Pods only once new ones are available.
+    pub async fn wait_for_ready_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        ips: &[IpAddr],
+    ) -> Result<Vec<IpAddr>> {
+        let api: Api<Endpoints> = Api::namespaced(self.client(), ns);
+        let api = &api;
+        wait_for(
+            &format!("Endpoints {ns}/{name} to list {ips:?} as ready"),
+            DEFAULT_WAIT,
+            || async move {
+                let ready: Vec<IpAddr> = api
+                    .get_opt(name)
+                    .await?
+                    .into_iter()
+                    .flat_map(|e| e.subsets.unwrap_or_default())
+                    .flat_map(|s| s.addresses.unwrap_or_default())
+                    .filter_map(|a| a.ip.parse().ok())
+                    .collect();
+                Ok(ips.iter().all(|ip| ready.contains(ip)).then_some(ready))
+            },
+        )
+        .await
+        .map_err(|e| self.check_alive().err().unwrap_or(e))
+    }
+
+    /// Writes what the kubelet mounts at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` in a pod running as
+    /// ServiceAccount `ns/sa` (a one-hour `token` for the API audience from
+    /// the TokenRequest API, the cluster `ca.crt`, the `namespace`), plus
+    /// the pod environment's `KUBERNETES_SERVICE_HOST`/`PORT`, so a
+    /// program's in-cluster configuration can be tested from outside a
+    /// pod (the test makes the directory appear at that path, e.g. in a
+    /// private mount namespace).
+    pub async fn service_account_volume(&self, ns: &str, sa: &str) -> Result<ServiceAccountVolume> {
+        let token = self
+            .request_token(ns, sa, &[crate::SERVICE_ACCOUNT_ISSUER], Some(3600))
+            .await?;
+        let dir = tempfile::Builder::new()
+            .prefix("weft-sa-volume-")
+            .tempdir()
+            .map_err(io_err(std::env::temp_dir()))?;
+        for (file, contents) in [
+            ("token", token.as_str()),
+            ("ca.crt", self.ca_pem()),
+            ("namespace", ns),
+        ] {
+            let path = dir.path().join(file);
+            std::fs::write(&path, contents).map_err(io_err(&path))?;
+        }
+        let authority = self.server_url().trim_start_matches("https://").to_owned();
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| Error::InvalidObject(format!("server URL {authority} has no port")))?;
+        Ok(ServiceAccountVolume {
+            dir,
+            host: host.to_owned(),
+            port: port.to_owned(),
+        })
     }
 }
 

@@ -29,7 +29,9 @@ pub use crate::binaries::Binaries;
 pub use crate::binaries::{BIN_DIR_ENV, ETCD_ENV};
 pub use crate::certs::{IssuedCert, TestCa};
 pub use crate::error::{Error, Result};
-pub use crate::helpers::{wait_for, WebhookRegistration, DEFAULT_WAIT, FIELD_MANAGER};
+pub use crate::helpers::{
+    wait_for, ServiceAccountVolume, WebhookRegistration, DEFAULT_WAIT, FIELD_MANAGER,
+};
 
 use crate::certs::SigningKey;
 use crate::error::io_err;

@@ -26,13 +26,25 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 /// - `/bytes/N` → streams N bytes in 64 KiB chunks;
 /// - `/echo` → streams the request body back;
 /// - `/count` → reads the whole body and answers with its length.
+///
+/// [`HttpBackend::set_failure_percent`] makes a share of requests fail with
+/// `500` (after reading the body, answering `failed after N bytes`), and
+/// requests carrying `l5d-retry-attempt` are counted as retries.
 #[derive(Debug)]
 pub struct HttpBackend {
     /// Where it listens.
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    state: Arc<State>,
     task: JoinHandle<()>,
+}
+
+/// Behaviour shared by a backend's connections.
+#[derive(Debug, Default)]
+struct State {
+    failure_percent: AtomicUsize,
+    retries: AtomicUsize,
 }
 
 /// A TCP server that echoes every byte; with a banner it speaks first.
@@ -65,20 +77,29 @@ impl HttpBackend {
         let addr = listener.local_addr().expect("backend address");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (connections.clone(), requests.clone());
+        let state = Arc::new(State::default());
+        let (c, r, st) = (connections.clone(), requests.clone(), state.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let conn_id = c.fetch_add(1, Ordering::SeqCst);
-                let r = r.clone();
+                let (r, st) = (r.clone(), st.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         r.fetch_add(1, Ordering::SeqCst);
+                        let st = st.clone();
                         async move {
+                            if req.headers().contains_key("l5d-retry-attempt") {
+                                st.retries.fetch_add(1, Ordering::SeqCst);
+                            }
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
+                            }
+                            let percent = st.failure_percent.load(Ordering::SeqCst);
+                            if percent > 0 && fastrand::usize(..100) < percent {
+                                return fail(req).await;
                             }
                             handle(req, conn_id).await
                         }
@@ -93,8 +114,21 @@ impl HttpBackend {
             addr,
             connections,
             requests,
+            state,
             task,
         }
+    }
+
+    /// From now on, fail this share (0–100) of requests with `500`.
+    pub fn set_failure_percent(&self, percent: usize) {
+        self.state
+            .failure_percent
+            .store(percent.min(100), Ordering::SeqCst);
+    }
+
+    /// Requests received that carried `l5d-retry-attempt` (proxy retries).
+    pub fn retries(&self) -> usize {
+        self.state.retries.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.
@@ -118,6 +152,19 @@ fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into())
         .map_err(|never: Infallible| match never {})
         .boxed()
+}
+
+/// An injected failure: reads the body (so its size can be checked),
+/// then answers `500 failed after N bytes`.
+async fn fail(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let mut body = req.into_body();
+    let mut n: u64 = 0;
+    while let Some(Ok(f)) = body.frame().await {
+        n += f.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    let mut rsp = Response::new(full(format!("failed after {n} bytes")));
+    *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    Ok(rsp)
 }
 
 async fn handle(req: Request<Incoming>, conn: usize) -> Result<Response<Body>, Infallible> {

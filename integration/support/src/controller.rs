@@ -6,11 +6,60 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How a controller is run beyond its identity settings: where its objects
+/// come from and what wraps the process. Kept by [`ControllerProcess`] so
+/// [`restart`](ControllerProcess::restart) runs the same controller again.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerOptions {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
+}
+
+impl ControllerOptions {
+    /// Objects from a config dir (`--config-dir`), polled every 200 ms.
+    pub fn config_dir(dir: &Path) -> Self {
+        Self::default().args(&[
+            "--config-dir",
+            &dir.display().to_string(),
+            "--config-poll-interval",
+            "200ms",
+        ])
+    }
+
+    /// Objects from the API server of a kubeconfig (`--kubeconfig`).
+    pub fn kubeconfig(path: &Path) -> Self {
+        Self::default().args(&["--kubeconfig", &path.display().to_string()])
+    }
+
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Sets an environment variable for the controller.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs the controller through a command that execs it (e.g. one that
+    /// sets up a mount namespace first), so the child's pid is its own.
+    pub fn wrap(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
 /// A running controller serving identity, killed when dropped.
 #[derive(Debug)]
 pub struct ControllerProcess {
     child: Child,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    leaf_lifetime: String,
+    options: ControllerOptions,
     /// The identity service (TLS).
     pub identity_addr: SocketAddr,
     /// The admin server.
@@ -40,16 +89,24 @@ impl ControllerProcess {
         leaf_lifetime: &str,
         config_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        weft_identity::init(dir.path(), &weft_identity::InitOptions::default())?;
-        Self::launch(
+        Self::start_with(
             bin,
-            dir,
             leaf_lifetime,
-            crate::free_addr(),
-            Some(config_dir),
+            ControllerOptions::config_dir(config_dir),
         )
         .await
+    }
+
+    /// Like [`start`](Self::start), run as `options` say (a feed, a
+    /// wrapper, environment).
+    pub async fn start_with(
+        bin: &Path,
+        leaf_lifetime: &str,
+        options: ControllerOptions,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        weft_identity::init(dir.path(), &weft_identity::InitOptions::default())?;
+        Self::launch(bin, dir, leaf_lifetime, crate::free_addr(), options).await
     }
 
     /// Starts the controller on existing material in `dir`, serving
@@ -60,7 +117,14 @@ impl ControllerProcess {
         leaf_lifetime: &str,
         identity_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
-        Self::launch(bin, dir, leaf_lifetime, identity_addr, None).await
+        Self::launch(
+            bin,
+            dir,
+            leaf_lifetime,
+            identity_addr,
+            ControllerOptions::default(),
+        )
+        .await
     }
 
     async fn launch(
@@ -68,7 +132,7 @@ impl ControllerProcess {
         dir: tempfile::TempDir,
         leaf_lifetime: &str,
         identity_addr: SocketAddr,
-        config_dir: Option<&Path>,
+        options: ControllerOptions,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             bin.is_file(),
@@ -77,48 +141,62 @@ impl ControllerProcess {
         );
         let admin_addr = crate::free_addr();
         let destination_addr = crate::free_addr();
-        let log = std::fs::File::create(dir.path().join("controller.log"))?;
-        let mut cmd = Command::new(bin);
-        if let Some(config) = config_dir {
-            cmd.arg("--config-dir")
-                .arg(config)
-                .args(["--config-poll-interval", "200ms"]);
-        }
-        let child = cmd
-            .arg("--identity-dir")
-            .arg(dir.path())
-            .args(["--identity-addr", &identity_addr.to_string()])
-            .args(["--destination-addr", &destination_addr.to_string()])
-            .args(["--admin-addr", &admin_addr.to_string()])
-            .args(["--identity-leaf-lifetime", leaf_lifetime])
-            .env("WEFT_CONTROLLER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        std::fs::File::create(dir.path().join("controller.log"))?;
+        let child = spawn(
+            bin,
+            dir.path(),
+            leaf_lifetime,
+            [identity_addr, destination_addr, admin_addr],
+            &options,
+        )?;
         let mut c = Self {
             child,
             dir,
+            bin: bin.to_owned(),
+            leaf_lifetime: leaf_lifetime.to_owned(),
+            options,
             identity_addr,
             admin_addr,
             destination_addr,
         };
+        c.wait_ready().await?;
+        Ok(c)
+    }
+
+    /// Waits (≤ 20 s) for `/ready`; fails at once if the process exits.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !matches!(
-            crate::client::get(c.admin_addr, "/ready").await,
+            crate::client::get(self.admin_addr, "/ready").await,
             Ok((200, _))
         ) {
-            if let Some(status) = c.child.try_wait()? {
-                anyhow::bail!("controller exited ({status}):\n{}", c.log());
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("controller exited ({status}):\n{}", self.log());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "controller not ready:\n{}",
-                c.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// Stops the controller (if it runs) and starts it again with the same
+    /// identity material, addresses and options, as a crashed controller
+    /// comes back; waits for `/ready`. Its log continues in the same file.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let addrs = [self.identity_addr, self.destination_addr, self.admin_addr];
+        self.child = spawn(
+            &self.bin,
+            self.dir.path(),
+            &self.leaf_lifetime,
+            addrs,
+            &self.options,
+        )?;
+        self.wait_ready().await
     }
 
     /// Everything the controller logged.
@@ -170,6 +248,42 @@ impl ControllerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the controller; `[identity, destination, admin]` addresses. The
+/// log file in `dir` is appended to, so a restart keeps the earlier lines.
+fn spawn(
+    bin: &Path,
+    dir: &Path,
+    leaf_lifetime: &str,
+    [identity, destination, admin]: [SocketAddr; 3],
+    options: &ControllerOptions,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("controller.log"))?;
+    let mut cmd = match options.wrapper.split_first() {
+        None => Command::new(bin),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
+    cmd.args(&options.args)
+        .arg("--identity-dir")
+        .arg(dir)
+        .args(["--identity-addr", &identity.to_string()])
+        .args(["--destination-addr", &destination.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .args(["--identity-leaf-lifetime", leaf_lifetime])
+        .env("WEFT_CONTROLLER_LOG", "info")
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd.spawn()?)
 }
 
 impl Drop for ControllerProcess {

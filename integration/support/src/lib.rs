@@ -8,7 +8,9 @@ pub mod backend;
 pub mod client;
 pub mod controller;
 pub mod metrics;
+pub mod netns;
 pub mod proxy;
+pub mod scenario;
 pub mod tap;
 
 use std::net::{SocketAddr, TcpListener};

@@ -12,6 +12,15 @@
 //! response gives it a real estimate. Charging it the full default RTT
 //! would starve it under light load, since a measured fast endpoint's
 //! estimate only decays and never reaches the default.
+//!
+//! **Failure accrual** (circuit breaking): an endpoint whose responses fail
+//! [`Accrual::max_failures`] times in a row is ejected — not picked — for
+//! a penalty that starts at `min_penalty` and doubles (with jitter) each
+//! time a probe fails, up to `max_penalty`. When the penalty ends, one
+//! request probes it; a success brings it back. If every endpoint of a
+//! service is ejected, requests fail at once (503) instead of queueing
+//! behind endpoints known to fail. Latency alone never ejects: slowness
+//! is what peak-EWMA handles.
 
 use super::DiscoveredEndpoint;
 use std::collections::HashMap;
@@ -29,6 +38,7 @@ pub struct PeakEwma {
     default_rtt: Duration,
     decay: Duration,
     strategy: Strategy,
+    accrual: Accrual,
     next: Arc<std::sync::atomic::AtomicUsize>,
     loads: Arc<Mutex<Loads>>,
 }
@@ -61,6 +71,37 @@ impl std::str::FromStr for Strategy {
     }
 }
 
+/// Failure accrual settings (`WEFT_PROXY_FAILURE_ACCRUAL_*`); Linkerd's
+/// defaults: 7 consecutive failures, penalty 1 s doubling to 60 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accrual {
+    /// Consecutive failures that eject an endpoint; 0 disables ejection.
+    pub max_failures: u32,
+    /// The first ejection's length.
+    pub min_penalty: Duration,
+    /// The longest ejection.
+    pub max_penalty: Duration,
+}
+
+impl Default for Accrual {
+    fn default() -> Self {
+        Self {
+            max_failures: 7,
+            min_penalty: Duration::from_secs(1),
+            max_penalty: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why no endpoint could be picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The service has no endpoints.
+    NoEndpoints,
+    /// Every one of this many endpoints is ejected for failing.
+    AllFailing(usize),
+}
+
 #[derive(Debug, Default)]
 struct Loads {
     by_addr: HashMap<SocketAddr, Load>,
@@ -73,6 +114,14 @@ struct Load {
     updated: Instant,
     pending: u32,
     measured: bool,
+    /// Failures since the last success.
+    failures: u32,
+    /// Ejected until then (`Some` also while a probe is out).
+    ejected_until: Option<Instant>,
+    /// The current ejection's length (doubles per failed probe).
+    penalty: Duration,
+    /// A probe request is in flight: no other request until it answers.
+    probing: bool,
 }
 
 /// Marks a request in flight on one endpoint; [`InFlight::done`] records
@@ -87,7 +136,10 @@ pub struct InFlight {
     start: Instant,
     decay: Duration,
     default_rtt: Duration,
+    accrual: Accrual,
     recorded: bool,
+    /// This request probes an ejected endpoint.
+    probe: bool,
 }
 
 // === impl PeakEwma ===
@@ -99,6 +151,7 @@ impl PeakEwma {
             default_rtt,
             decay,
             strategy: Strategy::PeakEwma,
+            accrual: Accrual::default(),
             next: Arc::default(),
             loads: Arc::default(),
         }
@@ -110,38 +163,45 @@ impl PeakEwma {
         self
     }
 
-    /// Picks an endpoint and marks a request in flight on it.
+    /// The same balancer with these failure accrual settings.
+    pub fn with_accrual(mut self, accrual: Accrual) -> Self {
+        self.accrual = accrual;
+        self
+    }
+
+    /// Picks an endpoint that is not ejected and marks a request in
+    /// flight on it.
     pub fn pick<'a>(
         &self,
         endpoints: &'a [DiscoveredEndpoint],
-    ) -> Option<(&'a DiscoveredEndpoint, InFlight)> {
+    ) -> Result<(&'a DiscoveredEndpoint, InFlight), Unavailable> {
         let now = Instant::now();
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         if loads
             .swept
             .is_none_or(|t| now.duration_since(t) > FORGET_AFTER)
         {
-            loads
-                .by_addr
-                .retain(|_, l| now.duration_since(l.updated) < FORGET_AFTER || l.pending > 0);
+            loads.by_addr.retain(|_, l| {
+                now.duration_since(l.updated) < FORGET_AFTER
+                    || l.pending > 0
+                    || l.ejected_until.is_some()
+            });
             loads.swept = Some(now);
         }
-        let chosen = match endpoints.len() {
-            0 => return None,
-            1 => &endpoints[0],
-            n if self.strategy == Strategy::RoundRobin => {
-                &endpoints[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n]
+        if endpoints.is_empty() {
+            return Err(Unavailable::NoEndpoints);
+        }
+        let usable =
+            |ep: &DiscoveredEndpoint| loads.by_addr.get(&ep.addr).is_none_or(|l| l.usable(now));
+        let chosen = if endpoints.iter().all(usable) {
+            self.choose(&loads, endpoints.len(), |i| &endpoints[i], now)
+        } else {
+            let eligible: Vec<&DiscoveredEndpoint> =
+                endpoints.iter().filter(|e| usable(e)).collect();
+            if eligible.is_empty() {
+                return Err(Unavailable::AllFailing(endpoints.len()));
             }
-            n => {
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (ea, eb) = (&endpoints[a], &endpoints[b]);
-                if self.cost(&loads, ea.addr, now) <= self.cost(&loads, eb.addr, now) {
-                    ea
-                } else {
-                    eb
-                }
-            }
+            self.choose(&loads, eligible.len(), |i| eligible[i], now)
         };
         let default = self.default_rtt.as_nanos() as f64;
         let load = loads.by_addr.entry(chosen.addr).or_insert(Load {
@@ -149,9 +209,16 @@ impl PeakEwma {
             updated: now,
             pending: 0,
             measured: false,
+            failures: 0,
+            ejected_until: None,
+            penalty: Duration::ZERO,
+            probing: false,
         });
         load.pending += 1;
-        Some((
+        // An ejected endpoint whose penalty is over gets this one request.
+        let probe = load.ejected_until.is_some();
+        load.probing |= probe;
+        Ok((
             chosen,
             InFlight {
                 loads: self.loads.clone(),
@@ -159,9 +226,37 @@ impl PeakEwma {
                 start: now,
                 decay: self.decay,
                 default_rtt: self.default_rtt,
+                accrual: self.accrual,
                 recorded: false,
+                probe,
             },
         ))
+    }
+
+    /// P2C (or round-robin) among `n` candidates.
+    fn choose<'a>(
+        &self,
+        loads: &Loads,
+        n: usize,
+        at: impl Fn(usize) -> &'a DiscoveredEndpoint,
+        now: Instant,
+    ) -> &'a DiscoveredEndpoint {
+        match n {
+            1 => at(0),
+            n if self.strategy == Strategy::RoundRobin => {
+                at(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n)
+            }
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let (ea, eb) = (at(a), at(b));
+                if self.cost(loads, ea.addr, now) <= self.cost(loads, eb.addr, now) {
+                    ea
+                } else {
+                    eb
+                }
+            }
+        }
     }
 
     fn cost(&self, loads: &Loads, addr: SocketAddr, now: Instant) -> f64 {
@@ -182,6 +277,59 @@ impl Default for PeakEwma {
     }
 }
 
+// === impl Load ===
+
+impl Load {
+    /// True if a request may go to this endpoint now.
+    fn usable(&self, now: Instant) -> bool {
+        match self.ejected_until {
+            None => true,
+            Some(until) => now >= until && !self.probing,
+        }
+    }
+
+    /// Counts a response toward failure accrual.
+    fn accrue(&mut self, success: bool, probe: bool, accrual: &Accrual, addr: SocketAddr) {
+        let now = Instant::now();
+        if success {
+            if self.ejected_until.is_some() {
+                tracing::info!(%addr, "endpoint answered a probe; back in rotation");
+            }
+            self.failures = 0;
+            self.ejected_until = None;
+            self.penalty = Duration::ZERO;
+            self.probing = false;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if probe {
+            // A failed probe: eject again, twice as long (with jitter).
+            self.probing = false;
+            let doubled = (self.penalty * 2).min(accrual.max_penalty);
+            self.penalty = doubled.max(accrual.min_penalty);
+            self.ejected_until = Some(now + jittered(self.penalty));
+        } else if accrual.max_failures > 0
+            && self.failures >= accrual.max_failures
+            && self.ejected_until.is_none()
+        {
+            self.penalty = accrual.min_penalty;
+            self.ejected_until = Some(now + jittered(self.penalty));
+            tracing::warn!(
+                %addr,
+                failures = self.failures,
+                penalty = ?self.penalty,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// `d` stretched by up to half again, so ejected endpoints of a service
+/// that failed together are not all probed at the same instant.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(1.0 + fastrand::f64() * 0.5)
+}
+
 /// The RTT estimate decayed toward zero for the time since its update.
 fn decayed(l: &Load, now: Instant, decay: Duration) -> f64 {
     let elapsed = now.duration_since(l.updated).as_secs_f64();
@@ -191,12 +339,19 @@ fn decayed(l: &Load, now: Instant, decay: Duration) -> f64 {
 // === impl InFlight ===
 
 impl InFlight {
-    /// Records the request's round-trip time (to response headers).
-    pub fn done(mut self) {
-        self.finish(false);
+    /// Records the request's round-trip time (to response headers) and,
+    /// for failure accrual, whether the response was a success.
+    pub fn done(mut self, success: bool) {
+        self.finish(false, Some(success));
     }
 
-    fn finish(&mut self, only_if_slower: bool) {
+    /// Records a request that failed without a response (connection
+    /// refused, reset): a failure, and its elapsed time only if slow.
+    pub fn failed(mut self) {
+        self.finish(true, Some(false));
+    }
+
+    fn finish(&mut self, only_if_slower: bool, success: Option<bool>) {
         if self.recorded {
             return;
         }
@@ -205,6 +360,12 @@ impl InFlight {
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = loads.by_addr.get_mut(&self.addr) {
             l.pending = l.pending.saturating_sub(1);
+            match success {
+                Some(ok) => l.accrue(ok, self.probe, &self.accrual, self.addr),
+                // Abandoned: the probe proved nothing; allow another.
+                None if self.probe => l.probing = false,
+                None => {}
+            }
             let rtt = now.duration_since(self.start).as_nanos() as f64;
             let current = if l.measured {
                 decayed(l, now, self.decay)
@@ -239,7 +400,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.finish(true);
+        self.finish(true, None);
     }
 }
 
@@ -272,6 +433,10 @@ mod tests {
                     updated: Instant::now(),
                     pending: 0,
                     measured: true,
+                    failures: 0,
+                    ejected_until: None,
+                    penalty: Duration::ZERO,
+                    probing: false,
                 },
             );
         }
@@ -304,7 +469,7 @@ mod tests {
         // One fast, measured endpoint...
         for _ in 0..10 {
             let (_, f) = b.pick(&eps).unwrap();
-            f.done();
+            f.done(true);
         }
         // ...and a scale-up: the newcomer is picked while unmeasured.
         eps.push(DiscoveredEndpoint {
@@ -331,7 +496,7 @@ mod tests {
         let b = PeakEwma::default();
         let eps = eps(1);
         let (_, f) = b.pick(&eps).unwrap();
-        f.done();
+        f.done(true);
         let before = b.loads.lock().unwrap().by_addr[&eps[0].addr].rtt_ns;
         // A fast failure (dropped at once) leaves the estimate alone...
         drop(b.pick(&eps).unwrap().1);
@@ -353,11 +518,84 @@ mod tests {
         let eps = eps(1);
         let (_, f) = b.pick(&eps).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        f.done();
+        f.done(true);
         let rtt = b.loads.lock().unwrap().by_addr[&eps[0].addr].rtt_ns;
         assert!(rtt >= 20e6, "peak taken at once: {rtt}");
         std::thread::sleep(Duration::from_millis(200));
         let l = b.loads.lock().unwrap().by_addr[&eps[0].addr];
         assert!(decayed(&l, Instant::now(), b.decay) < rtt / 5.0, "decays");
+    }
+
+    fn fast_accrual() -> Accrual {
+        Accrual {
+            max_failures: 3,
+            min_penalty: Duration::from_millis(40),
+            max_penalty: Duration::from_millis(400),
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_a_probe_restores() {
+        let b = PeakEwma::default().with_accrual(fast_accrual());
+        let eps = eps(2);
+        let bad = eps[0].addr;
+        // Two failures and a success: the count restarts.
+        for ok in [false, false, true, false, false] {
+            let (_, f) = b.pick(&eps[..1]).unwrap();
+            f.done(ok);
+        }
+        assert!(b.pick(&eps[..1]).is_ok_and(|(e, f)| {
+            f.failed();
+            e.addr == bad
+        }));
+        // Third in a row: ejected. Traffic goes to the other endpoint.
+        for _ in 0..50 {
+            let (e, f) = b.pick(&eps).unwrap();
+            assert_ne!(e.addr, bad);
+            f.done(true);
+        }
+        assert_eq!(b.pick(&eps[..1]).unwrap_err(), Unavailable::AllFailing(1));
+        assert_eq!(b.pick(&[]).unwrap_err(), Unavailable::NoEndpoints);
+        // After the penalty (40–60 ms) one probe is let through...
+        std::thread::sleep(Duration::from_millis(70));
+        let (e, probe) = b.pick(&eps[..1]).unwrap();
+        assert_eq!(e.addr, bad);
+        // ...and only one.
+        assert_eq!(b.pick(&eps[..1]).unwrap_err(), Unavailable::AllFailing(1));
+        probe.done(true);
+        assert!(b.pick(&eps[..1]).is_ok());
+    }
+
+    #[test]
+    fn failed_probes_double_the_penalty() {
+        let b = PeakEwma::default().with_accrual(fast_accrual());
+        let eps = eps(1);
+        for _ in 0..3 {
+            b.pick(&eps).unwrap().1.done(false);
+        }
+        std::thread::sleep(Duration::from_millis(70));
+        b.pick(&eps).unwrap().1.failed();
+        let penalty = b.loads.lock().unwrap().by_addr[&eps[0].addr].penalty;
+        assert_eq!(penalty, Duration::from_millis(80));
+        // Still ejected after the first penalty's length.
+        std::thread::sleep(Duration::from_millis(70));
+        assert!(b.pick(&eps).is_err());
+        // An abandoned probe (client gave up) frees the slot for another.
+        std::thread::sleep(Duration::from_millis(80));
+        drop(b.pick(&eps).unwrap().1);
+        assert!(b.pick(&eps).is_ok());
+    }
+
+    #[test]
+    fn accrual_can_be_disabled() {
+        let b = PeakEwma::default().with_accrual(Accrual {
+            max_failures: 0,
+            ..fast_accrual()
+        });
+        let eps = eps(1);
+        for _ in 0..20 {
+            b.pick(&eps).unwrap().1.done(false);
+        }
+        assert!(b.pick(&eps).is_ok());
     }
 }

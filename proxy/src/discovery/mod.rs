@@ -11,7 +11,9 @@
 //! [`balance`] picks one endpoint per request (P2C over peak-EWMA).
 
 pub mod balance;
+pub mod policy;
 
+use crate::route::RoutePolicy;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::destination::{update, GetDestination, WeightedAddr};
 use std::collections::{BTreeMap, HashMap};
@@ -62,14 +64,21 @@ struct Inner {
     client: DestinationClient<Channel>,
     endpoints: Watches<Resolution>,
     profiles: Watches<Option<Profile>>,
+    policies: policy::Policies,
 }
 
-/// What the proxy applies from a name's profile (so far: TrafficSplit).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the proxy applies from a name's profile: routes (ServiceProfile)
+/// and backends (TrafficSplit).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
+    /// The service's fully qualified name and port, as route metrics
+    /// name it (`dst`); empty if the controller did not say.
+    pub name: Arc<str>,
     /// Authorities to send the name's traffic to instead, with weights
     /// (from a TrafficSplit); empty: the name itself.
     pub dst_overrides: Vec<(String, u32)>,
+    /// Routes and retry budget (from a ServiceProfile).
+    pub routes: Arc<RoutePolicy>,
 }
 
 /// One background stream per authority, shared and evicted when idle.
@@ -157,6 +166,7 @@ impl Discovery {
     pub fn new(channel: Channel) -> Self {
         Self {
             inner: Arc::new(Inner {
+                policies: policy::Policies::new(channel.clone()),
                 client: DestinationClient::new(channel),
                 endpoints: Watches::new(),
                 profiles: Watches::new(),
@@ -216,6 +226,14 @@ pub fn pick_override(overrides: &[(String, u32)]) -> Option<&str> {
     None
 }
 
+/// The port of `host:port` (80 if absent or invalid).
+fn port_of(authority: &str) -> u16 {
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(80)
+}
+
 fn request(authority: &str) -> GetDestination {
     GetDestination {
         scheme: "k8s".into(),
@@ -271,12 +289,32 @@ async fn follow_profile(
         async move { client.get_profile(req).await }
     };
     let on_profile = |p: linkerd2_proxy_api::destination::DestinationProfile, _fresh: bool| {
+        // Compiled once per update; the retry budget survives updates
+        // that leave it unchanged.
+        let routes = {
+            let previous = tx.borrow();
+            RoutePolicy::compile(
+                &p.routes,
+                p.retry_budget.as_ref(),
+                previous.as_ref().map(|p| &*p.routes),
+            )
+        };
         let profile = Profile {
+            name: if p.fully_qualified_name.is_empty() {
+                Arc::from("")
+            } else {
+                Arc::from(format!(
+                    "{}:{}",
+                    p.fully_qualified_name,
+                    port_of(&authority)
+                ))
+            },
             dst_overrides: p
                 .dst_overrides
                 .into_iter()
                 .map(|d| (d.authority, d.weight))
                 .collect(),
+            routes: Arc::new(routes),
         };
         tracing::debug!(%authority, ?profile, "profile update");
         tx.send_replace(Some(profile));

@@ -3,16 +3,20 @@
 //! The default rule is Linkerd's: a 5xx status is a failure; for gRPC the
 //! `grpc-status` decides (from the trailers, or from the headers of a
 //! trailers-only response); a stream that breaks mid-way is a failure.
-//! ServiceProfile response classes will refine this per route.
+//! A ServiceProfile route's response classes replace the 5xx rule for
+//! HTTP responses on that route.
 
+use crate::route::condition::ResponseClasses;
 use http::{HeaderMap, StatusCode};
+use std::sync::Arc;
 
 /// What is known about a response while its body streams.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Classifier {
     status: StatusCode,
     grpc: bool,
     grpc_status: Option<u32>,
+    classes: Option<Arc<ResponseClasses>>,
 }
 
 // === impl Classifier ===
@@ -24,7 +28,25 @@ impl Classifier {
             status,
             grpc,
             grpc_status: grpc_status(headers),
+            classes: None,
         }
+    }
+
+    /// Classifies HTTP statuses by a route's response classes.
+    pub fn with_classes(mut self, classes: Arc<ResponseClasses>) -> Self {
+        self.classes = Some(classes);
+        self
+    }
+
+    /// The verdict from the response head alone, for deciding on a retry
+    /// before the body is read: `Some(false)` for a failure, `None` when
+    /// only the trailers can tell (a gRPC response without `grpc-status`
+    /// in its headers).
+    pub fn success_at_headers(&self) -> Option<bool> {
+        if self.grpc {
+            return self.grpc_status.map(|s| s == 0);
+        }
+        Some(self.success(false))
     }
 
     /// Notes the trailers, where gRPC carries its status.
@@ -42,7 +64,10 @@ impl Classifier {
         if self.grpc {
             return self.grpc_status == Some(0);
         }
-        !self.status.is_server_error()
+        match &self.classes {
+            Some(classes) => !classes.is_failure(self.status),
+            None => !self.status.is_server_error(),
+        }
     }
 }
 

@@ -11,6 +11,8 @@ use super::headers::L5D_PROXY_ERROR;
 use crate::transport::connect::ConnectError;
 use http::{HeaderValue, Response, StatusCode};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the proxy could not deliver a request.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,23 @@ pub enum ProxyError {
     /// than queue.
     #[error("service {0} has no endpoints")]
     NoEndpoints(String),
+    /// Every endpoint of the service is ejected for failing (failure
+    /// accrual): fail fast rather than send to endpoints known to fail.
+    #[error("all {endpoints} endpoints of {service} are failing and ejected")]
+    AllFailing {
+        /// The service (or split backend) the request was for.
+        service: String,
+        /// How many endpoints it has.
+        endpoints: usize,
+    },
+    /// The route's timeout passed before a response (retries included).
+    #[error("route {route:?} timed out after {timeout:?}")]
+    RouteTimeout {
+        /// The route's name.
+        route: Arc<str>,
+        /// Its timeout.
+        timeout: Duration,
+    },
     /// The target could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -75,7 +94,10 @@ impl ProxyError {
         match self {
             ProxyError::NoTarget => StatusCode::BAD_REQUEST,
             ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RouteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoEndpoints(_) | ProxyError::AllFailing { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Resolve { .. }
             | ProxyError::Loop(_)
             | ProxyError::Connect(_)

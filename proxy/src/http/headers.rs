@@ -11,6 +11,10 @@ pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error
 /// (see [`super::orig_proto`]).
 pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
 
+/// Set on retried requests: which attempt this is (`2` for the first
+/// retry), so the server can tell a retry from a new request.
+pub const L5D_RETRY_ATTEMPT: HeaderName = HeaderName::from_static("l5d-retry-attempt");
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): those named by
 /// `Connection`, and the fixed set every proxy must drop. `TE: trailers` is
 /// kept, since gRPC requires it end to end.

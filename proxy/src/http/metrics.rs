@@ -5,7 +5,9 @@
 use super::body::BoxBody;
 use super::classify::Classifier;
 use super::headers;
-use crate::metrics::{Direction, DstLabels, HttpMetrics, RequestLabels, Tls};
+use crate::metrics::route::RouteLabels;
+use crate::metrics::{Direction, DstLabels, HttpMetrics, RequestLabels, RouteMetrics, Tls};
+use crate::route::condition::ResponseClasses;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -13,6 +15,7 @@ use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -61,6 +64,24 @@ struct Recording {
     labels: RequestLabels,
     status: u16,
     classifier: Classifier,
+    route: Option<RouteRecord>,
+}
+
+/// A response extension set by the outbound route stack: the response
+/// also counts toward these route metrics, classified by the route's
+/// response classes (which then also classify `response_total`).
+#[derive(Clone)]
+pub struct RouteRecord {
+    /// Where route metrics go.
+    pub metrics: RouteMetrics,
+    /// The route's labels.
+    pub labels: RouteLabels,
+    /// The route's response classes.
+    pub classes: Arc<ResponseClasses>,
+    /// True if the response came from upstream (the last attempt), so it
+    /// also counts in `route_actual_response_total`; false for responses
+    /// the proxy made (timeouts, no endpoints).
+    pub actual: bool,
 }
 
 // === impl NewMetrics ===
@@ -112,7 +133,7 @@ where
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let rsp = fut.await?;
+            let mut rsp = fut.await?;
             let tls = rsp.extensions().get::<Tls>().cloned().unwrap_or(conn_tls);
             let authority = authority.as_ref().map_or("", |a| a.as_str());
             let dst = rsp
@@ -128,16 +149,25 @@ where
                 status.as_u16(),
                 start.elapsed().as_secs_f64() * 1e3,
             );
-            let classifier = Classifier::new(
+            let mut classifier = Classifier::new(
                 status,
                 rsp.headers(),
                 grpc || headers::is_grpc(rsp.headers()),
             );
+            let route = rsp.extensions_mut().remove::<RouteRecord>();
+            if let Some(r) = &route {
+                let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+                r.metrics.request(&r.labels, false);
+                r.metrics
+                    .latency(&r.labels, status.as_u16(), elapsed_ms, false);
+                classifier = classifier.with_classes(r.classes.clone());
+            }
             let recording = Recording {
                 metrics,
                 labels,
                 status: status.as_u16(),
                 classifier,
+                route,
             };
             Ok(rsp.map(|inner| {
                 super::body::boxed(RecordBody {
@@ -155,6 +185,12 @@ impl Recording {
     fn finish(self, errored: bool) {
         let success = self.classifier.success(errored);
         self.metrics.response(&self.labels, self.status, success);
+        if let Some(r) = self.route {
+            r.metrics.response(&r.labels, self.status, success, false);
+            if r.actual {
+                r.metrics.response(&r.labels, self.status, success, true);
+            }
+        }
     }
 }
 

@@ -1,0 +1,823 @@
+//! Outbound policy (`io.linkerd.proxy.outbound.OutboundPolicies.Watch`):
+//! the routes that send only *matching* requests to other backends, i.e.
+//! SMI TrafficSplits with `matches` (header/path A/B routing), which a
+//! profile's `dst_overrides` cannot express.
+//!
+//! One stream per authority, shared and reconnected like the endpoint and
+//! profile streams ([`super::follow_stream`], [`super::Watches`]). Each
+//! update is parsed once into [`Policy`]: rules in order, each with its
+//! request matches (regexes compiled here, anchored) and weighted backend
+//! authorities. A request takes the backends of the **first** rule it
+//! matches; a request no rule matches follows the profile as before. A
+//! controller without this API (`Unimplemented`) or a name it does not
+//! serve (`InvalidArgument`, `NotFound`) means "no rules", so the proxy
+//! works with any controller.
+//!
+//! A rule the proxy cannot evaluate faithfully (a regex that does not
+//! compile, query-parameter matches, a backend that is not a named
+//! service) is dropped with a warning rather than applied to requests it
+//! was not meant for.
+
+use super::{follow_stream, Discovery, Watches};
+use http::header::HeaderName;
+use linkerd2_proxy_api::http_route as proto_route;
+use linkerd2_proxy_api::meta::metadata;
+use linkerd2_proxy_api::outbound::backend::endpoint_discovery;
+use linkerd2_proxy_api::outbound::http_route::distribution;
+use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
+use linkerd2_proxy_api::outbound::{
+    backend, proxy_protocol, traffic_spec, HttpRoute, OutboundPolicy, TrafficSpec,
+};
+use regex::Regex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The policy streams of a [`Discovery`]: its client and one watch per
+/// authority (`None` until the first answer).
+pub(super) struct Policies {
+    client: OutboundPoliciesClient<Channel>,
+    watches: Watches<Option<Arc<Policy>>>,
+}
+
+/// What the proxy applies from a name's outbound policy: its HTTP route
+/// rules in order. (The protocol has separate HTTP/1 and HTTP/2 route
+/// lists; Weft's controller sends the same routes in both, so one list is
+/// kept: the HTTP/1 routes, or the HTTP/2 ones if only those are sent.)
+#[derive(Debug, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+/// One route rule: where matching requests go.
+#[derive(Debug)]
+struct Rule {
+    /// The route it came from, for logs (`TrafficSplit shop/ab`).
+    route: Arc<str>,
+    /// Hosts the route is limited to; empty: any.
+    hosts: Vec<HostMatch>,
+    /// A request matching any of these takes the rule; empty: every request.
+    matches: Vec<RouteMatch>,
+    /// Backend authorities (`svc.ns.svc.cluster.local:port`) and weights.
+    backends: Vec<(String, u32)>,
+}
+
+#[derive(Clone, Debug)]
+enum HostMatch {
+    Exact(String),
+    /// `*.example.com` as its labels in reverse order (`com`, `example`).
+    Suffix(Vec<String>),
+}
+
+/// All set parts must hold.
+#[derive(Debug, Default)]
+struct RouteMatch {
+    method: Option<http::Method>,
+    path: Option<PathMatch>,
+    headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Exact(String),
+    /// Gateway API prefix: whole path segments (`/a` matches `/a/b`, not `/ab`).
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct HeaderMatch {
+    name: HeaderName,
+    value: HeaderValueMatch,
+}
+
+#[derive(Debug)]
+enum HeaderValueMatch {
+    Exact(Vec<u8>),
+    Regex(Regex),
+}
+
+/// Why a rule of a policy update was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A path or header regex that does not compile.
+    #[error("{route}: invalid regex {regex:?}: {source}")]
+    Regex {
+        /// The route it came from.
+        route: Arc<str>,
+        /// The regex as sent.
+        regex: String,
+        /// What the regex parser said.
+        source: regex::Error,
+    },
+    /// A header name that is not an HTTP token.
+    #[error("{route}: invalid header name {name:?}")]
+    HeaderName {
+        /// The route it came from.
+        route: Arc<str>,
+        /// The name as sent.
+        name: String,
+    },
+    /// A part of the protocol this proxy does not evaluate; applying the
+    /// rule without it would send requests it was not meant for.
+    #[error("{route}: {what} is not supported")]
+    Unsupported {
+        /// The route it came from.
+        route: Arc<str>,
+        /// What was not understood.
+        what: &'static str,
+    },
+}
+
+// === impl Policies ===
+
+impl Policies {
+    /// Policy watches over `channel` (the destination service's).
+    pub(super) fn new(channel: Channel) -> Self {
+        Self {
+            client: OutboundPoliciesClient::new(channel),
+            watches: Watches::new(),
+        }
+    }
+}
+
+// === impl Discovery ===
+
+impl Discovery {
+    /// The outbound policy of `authority` (`name:port`), waiting at most
+    /// `timeout` for the first answer (`None`: none yet; route by the
+    /// profile alone).
+    pub async fn policy(&self, authority: &str, timeout: Duration) -> Option<Arc<Policy>> {
+        let client = self.inner.policies.client.clone();
+        let name = authority.to_string();
+        let mut rx = self
+            .inner
+            .policies
+            .watches
+            .get(authority, None, move |tx, stop| {
+                follow_policy(client, name, tx, stop)
+            });
+        let first = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
+        match first {
+            Ok(Ok(p)) => p.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Follows one authority's policy until stopped.
+async fn follow_policy(
+    client: OutboundPoliciesClient<Channel>,
+    authority: String,
+    tx: watch::Sender<Option<Arc<Policy>>>,
+    stop: CancellationToken,
+) {
+    let call = |authority: &str| {
+        let mut client = client.clone();
+        let spec = TrafficSpec {
+            source_workload: String::new(),
+            target: Some(traffic_spec::Target::Authority(authority.to_string())),
+        };
+        async move { client.watch(spec).await }
+    };
+    let on_policy = |p: OutboundPolicy, _fresh: bool| {
+        let (policy, errors) = Policy::from_proto(p);
+        for error in &errors {
+            tracing::warn!(%authority, %error, "outbound policy: rule dropped");
+        }
+        tracing::debug!(%authority, rules = policy.rules.len(), "outbound policy update");
+        tx.send_replace(Some(Arc::new(policy)));
+    };
+    // A controller without the API, or a name it does not serve: no rules.
+    let refused = |status: &tonic::Status| {
+        let ours = matches!(
+            status.code(),
+            tonic::Code::Unimplemented | tonic::Code::InvalidArgument | tonic::Code::NotFound
+        );
+        if ours {
+            tx.send_replace(Some(Arc::default()));
+        }
+        ours
+    };
+    follow_stream(&authority, &stop, call, on_policy, refused).await
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Parses a policy update, compiling every regex once. Rules that
+    /// cannot be applied faithfully are left out and returned as errors.
+    pub fn from_proto(p: OutboundPolicy) -> (Self, Vec<RuleError>) {
+        let routes = match p.protocol.and_then(|p| p.kind) {
+            Some(proxy_protocol::Kind::Detect(d)) => match (d.http1, d.http2) {
+                (Some(h), _) => h.routes,
+                (None, Some(h)) => h.routes,
+                (None, None) => Vec::new(),
+            },
+            Some(proxy_protocol::Kind::Http1(h)) => h.routes,
+            Some(proxy_protocol::Kind::Http2(h)) => h.routes,
+            _ => Vec::new(),
+        };
+        let mut errors = Vec::new();
+        let rules = rules(routes, &mut errors);
+        (Self { rules }, errors)
+    }
+
+    /// True if there is no rule at all (the common case: no match-gated
+    /// split for this name).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The weighted backend authorities of the first rule a request with
+    /// this method, URI and headers matches; `None` when no rule matches
+    /// (the request follows the profile).
+    pub fn backends(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Option<&[(String, u32)]> {
+        let req = Head {
+            method,
+            uri,
+            headers,
+        };
+        let rule = self.rules.iter().find(|r| r.matches_request(&req))?;
+        tracing::trace!(route = %rule.route, "outbound policy rule matched");
+        Some(&rule.backends)
+    }
+}
+
+/// The parts of a request that rules match on.
+struct Head<'a> {
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+}
+
+/// Parses routes into rules, in order.
+fn rules(routes: Vec<HttpRoute>, errors: &mut Vec<RuleError>) -> Vec<Rule> {
+    let mut out = Vec::new();
+    for (i, route) in routes.into_iter().enumerate() {
+        let name = route_name(&route, i);
+        let hosts: Vec<HostMatch> = route.hosts.into_iter().filter_map(host_match).collect();
+        for rule in route.rules {
+            match parse_rule(&name, &hosts, rule) {
+                Ok(r) => out.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    out
+}
+
+/// `TrafficSplit shop/ab` from the route's metadata, else its position.
+fn route_name(route: &HttpRoute, index: usize) -> Arc<str> {
+    let name = match route.metadata.as_ref().and_then(|m| m.kind.as_ref()) {
+        Some(metadata::Kind::Resource(r)) => format!("{} {}/{}", r.kind, r.namespace, r.name),
+        Some(metadata::Kind::Default(name)) => format!("default route {name}"),
+        None => format!("route #{index}"),
+    };
+    name.into()
+}
+
+fn host_match(h: proto_route::HostMatch) -> Option<HostMatch> {
+    match h.r#match? {
+        proto_route::host_match::Match::Exact(host) => Some(HostMatch::Exact(
+            host.trim_end_matches('.').to_ascii_lowercase(),
+        )),
+        proto_route::host_match::Match::Suffix(s) => Some(HostMatch::Suffix(
+            s.reverse_labels
+                .into_iter()
+                .map(|l| l.to_ascii_lowercase())
+                .collect(),
+        )),
+    }
+}
+
+fn parse_rule(
+    route: &Arc<str>,
+    hosts: &[HostMatch],
+    rule: linkerd2_proxy_api::outbound::http_route::Rule,
+) -> Result<Rule, RuleError> {
+    let unsupported = |what| RuleError::Unsupported {
+        route: route.clone(),
+        what,
+    };
+    let matches = rule
+        .matches
+        .into_iter()
+        .map(|m| route_match(route, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !rule.filters.is_empty() {
+        return Err(unsupported("a route filter"));
+    }
+    let backends = match rule.backends.and_then(|d| d.kind) {
+        Some(distribution::Kind::RandomAvailable(ra)) => ra
+            .backends
+            .into_iter()
+            .map(|b| {
+                let authority = b
+                    .backend
+                    .and_then(|rb| rb.backend)
+                    .and_then(backend_authority)
+                    .ok_or_else(|| unsupported("a backend that is not a discovered service"))?;
+                Ok((authority, b.weight))
+            })
+            .collect::<Result<Vec<_>, RuleError>>()?,
+        Some(distribution::Kind::FirstAvailable(fa)) => {
+            let first = fa
+                .backends
+                .into_iter()
+                .next()
+                .and_then(|rb| rb.backend)
+                .and_then(backend_authority)
+                .ok_or_else(|| unsupported("a backend that is not a discovered service"))?;
+            vec![(first, 1)]
+        }
+        Some(distribution::Kind::Empty(_)) | None => {
+            return Err(unsupported("a rule without backends"))
+        }
+    };
+    Ok(Rule {
+        route: route.clone(),
+        hosts: hosts.to_vec(),
+        matches,
+        backends,
+    })
+}
+
+/// The `Destination.Get` path of a balanced backend.
+fn backend_authority(b: linkerd2_proxy_api::outbound::Backend) -> Option<String> {
+    let backend::Kind::Balancer(p2c) = b.kind? else {
+        return None;
+    };
+    match p2c.discovery?.kind? {
+        endpoint_discovery::Kind::Dst(dst) => Some(dst.path).filter(|p| !p.is_empty()),
+    }
+}
+
+/// Compiles `re` to match the whole subject (`^(?:re)$`; the controller
+/// anchors already, anchoring twice changes nothing).
+fn anchored(route: &Arc<str>, re: &str) -> Result<Regex, RuleError> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|source| RuleError::Regex {
+        route: route.clone(),
+        regex: re.to_owned(),
+        source,
+    })
+}
+
+fn route_match(route: &Arc<str>, m: proto_route::HttpRouteMatch) -> Result<RouteMatch, RuleError> {
+    if !m.query_params.is_empty() {
+        return Err(RuleError::Unsupported {
+            route: route.clone(),
+            what: "a query parameter match",
+        });
+    }
+    let method = match m.method {
+        Some(method) => {
+            Some(
+                http::Method::try_from(method).map_err(|_| RuleError::Unsupported {
+                    route: route.clone(),
+                    what: "an invalid method",
+                })?,
+            )
+        }
+        None => None,
+    };
+    let path = match m.path.and_then(|p| p.kind) {
+        Some(proto_route::path_match::Kind::Exact(p)) => Some(PathMatch::Exact(p)),
+        Some(proto_route::path_match::Kind::Prefix(p)) => Some(PathMatch::Prefix(p)),
+        Some(proto_route::path_match::Kind::Regex(re)) => {
+            Some(PathMatch::Regex(anchored(route, &re)?))
+        }
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for h in m.headers {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RuleError::HeaderName {
+                route: route.clone(),
+                name: h.name.clone(),
+            })?;
+        let value = match h.value {
+            Some(proto_route::header_match::Value::Exact(v)) => HeaderValueMatch::Exact(v),
+            Some(proto_route::header_match::Value::Regex(re)) => {
+                HeaderValueMatch::Regex(anchored(route, &re)?)
+            }
+            None => {
+                return Err(RuleError::Unsupported {
+                    route: route.clone(),
+                    what: "a header match without a value",
+                })
+            }
+        };
+        headers.push(HeaderMatch { name, value });
+    }
+    Ok(RouteMatch {
+        method,
+        path,
+        headers,
+    })
+}
+
+// === impl Rule ===
+
+impl Rule {
+    fn matches_request(&self, req: &Head<'_>) -> bool {
+        if !self.hosts.is_empty() {
+            let Some(host) = request_host(req) else {
+                return false;
+            };
+            if !self.hosts.iter().any(|h| h.matches(&host)) {
+                return false;
+            }
+        }
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    }
+}
+
+/// The request's host, lowercase, without port or trailing dot.
+fn request_host(req: &Head<'_>) -> Option<String> {
+    let host = match req.uri.host() {
+        Some(h) => h.to_string(),
+        None => {
+            let value = req.headers.get(http::header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            authority.host().to_string()
+        }
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+// === impl HostMatch ===
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(reverse) => {
+                let labels: Vec<&str> = host.rsplit('.').collect();
+                labels.len() > reverse.len()
+                    && reverse.iter().zip(&labels).all(|(want, got)| want == got)
+            }
+        }
+    }
+}
+
+// === impl RouteMatch ===
+
+impl RouteMatch {
+    fn matches(&self, req: &Head<'_>) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != req.method) {
+            return false;
+        }
+        if let Some(path) = &self.path {
+            if !path.matches(req.uri.path()) {
+                return false;
+            }
+        }
+        self.headers.iter().all(|h| {
+            req.headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| h.value.matches(v))
+        })
+    }
+}
+
+// === impl PathMatch ===
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => {
+                let p = p.trim_end_matches('/');
+                path.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            PathMatch::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+// === impl HeaderValueMatch ===
+
+impl HeaderValueMatch {
+    /// Regexes see the value as text: a value that is not visible ASCII
+    /// never matches a regex.
+    fn matches(&self, value: &http::HeaderValue) -> bool {
+        match self {
+            HeaderValueMatch::Exact(v) => value.as_bytes() == v.as_slice(),
+            HeaderValueMatch::Regex(re) => value.to_str().is_ok_and(|v| re.is_match(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use linkerd2_proxy_api::meta::{Metadata, Resource};
+    use linkerd2_proxy_api::outbound::http_route::{
+        Distribution, RouteBackend, Rule as ProtoRule, WeightedRouteBackend,
+    };
+    use linkerd2_proxy_api::outbound::{Backend, ProxyProtocol};
+
+    fn balancer(path: &str, weight: u32) -> WeightedRouteBackend {
+        WeightedRouteBackend {
+            backend: Some(RouteBackend {
+                backend: Some(Backend {
+                    kind: Some(backend::Kind::Balancer(backend::BalanceP2c {
+                        discovery: Some(backend::EndpointDiscovery {
+                            kind: Some(endpoint_discovery::Kind::Dst(
+                                endpoint_discovery::DestinationGet { path: path.into() },
+                            )),
+                        }),
+                        load: None,
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            weight,
+        }
+    }
+
+    fn rule(
+        matches: Vec<proto_route::HttpRouteMatch>,
+        backends: Vec<WeightedRouteBackend>,
+    ) -> ProtoRule {
+        ProtoRule {
+            matches,
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::RandomAvailable(
+                    distribution::RandomAvailable { backends },
+                )),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn route(name: &str, rules: Vec<ProtoRule>) -> HttpRoute {
+        HttpRoute {
+            metadata: Some(Metadata {
+                kind: Some(metadata::Kind::Resource(Resource {
+                    kind: "TrafficSplit".into(),
+                    namespace: "shop".into(),
+                    name: name.into(),
+                    ..Default::default()
+                })),
+            }),
+            hosts: Vec::new(),
+            rules,
+        }
+    }
+
+    fn detect(routes: Vec<HttpRoute>) -> OutboundPolicy {
+        OutboundPolicy {
+            protocol: Some(ProxyProtocol {
+                kind: Some(proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+                    http1: Some(proxy_protocol::Http1 {
+                        routes: routes.clone(),
+                        failure_accrual: None,
+                    }),
+                    http2: Some(proxy_protocol::Http2 {
+                        routes,
+                        failure_accrual: None,
+                    }),
+                    ..Default::default()
+                })),
+            }),
+            metadata: None,
+        }
+    }
+
+    fn header(name: &str, re: &str) -> proto_route::HeaderMatch {
+        proto_route::HeaderMatch {
+            name: name.into(),
+            value: Some(proto_route::header_match::Value::Regex(re.into())),
+        }
+    }
+
+    fn path_regex(re: &str) -> Option<proto_route::PathMatch> {
+        Some(proto_route::PathMatch {
+            kind: Some(proto_route::path_match::Kind::Regex(re.into())),
+        })
+    }
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn first(p: &Policy, r: &http::Request<()>) -> Option<String> {
+        p.backends(r.method(), r.uri(), r.headers())
+            .map(|b| b[0].0.clone())
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_regexes_are_anchored() {
+        let canary = rule(
+            vec![
+                proto_route::HttpRouteMatch {
+                    headers: vec![header("x-canary", "^(?:true)$")],
+                    ..Default::default()
+                },
+                proto_route::HttpRouteMatch {
+                    headers: vec![header("user-agent", ".*Firefox.*")],
+                    method: Some(http::Method::GET.into()),
+                    path: path_regex("/api/.*"),
+                    ..Default::default()
+                },
+            ],
+            vec![balancer("v1:80", 0), balancer("v2:80", 100)],
+        );
+        let posts = rule(
+            vec![proto_route::HttpRouteMatch {
+                path: path_regex("/posts"),
+                ..Default::default()
+            }],
+            vec![balancer("v3:80", 1)],
+        );
+        let (p, errors) = Policy::from_proto(detect(vec![
+            route("canary", vec![canary]),
+            route("posts", vec![posts]),
+        ]));
+        assert!(errors.is_empty(), "{errors:?}");
+        let h = |k, v| vec![(k, v)];
+        let r = req("GET", "/", &h("x-canary", "true"));
+        let b = p.backends(r.method(), r.uri(), r.headers()).unwrap();
+        assert_eq!(b, [("v1:80".to_owned(), 0), ("v2:80".to_owned(), 100)]);
+        // Anchored: the whole value must match.
+        assert_eq!(first(&p, &req("GET", "/", &h("x-canary", "truex"))), None);
+        assert_eq!(first(&p, &req("GET", "/", &h("x-canary", "false"))), None);
+        // Header names are case-insensitive; any of several values counts.
+        let r = req("GET", "/", &[("X-Canary", "no"), ("x-canary", "true")]);
+        assert_eq!(first(&p, &r).as_deref(), Some("v1:80"));
+        // All parts of one match must hold.
+        let ff = ("user-agent", "Mozilla/5.0 Firefox/128.0");
+        assert_eq!(
+            first(&p, &req("GET", "http://web.shop/api/x?q=1", &[ff])).as_deref(),
+            Some("v1:80")
+        );
+        assert_eq!(first(&p, &req("POST", "/api/x", &[ff])), None);
+        assert_eq!(first(&p, &req("GET", "/v2/api/x", &[ff])), None);
+        // The second route, and its path anchored at both ends.
+        assert_eq!(
+            first(&p, &req("GET", "/posts", &[])).as_deref(),
+            Some("v3:80")
+        );
+        assert_eq!(first(&p, &req("GET", "/posts/1", &[])), None);
+    }
+
+    #[test]
+    fn rules_that_cannot_be_applied_faithfully_are_dropped() {
+        let bad_regex = rule(
+            vec![proto_route::HttpRouteMatch {
+                path: path_regex("/api/("),
+                ..Default::default()
+            }],
+            vec![balancer("v2:80", 1)],
+        );
+        let query = rule(
+            vec![proto_route::HttpRouteMatch {
+                query_params: vec![proto_route::QueryParamMatch {
+                    name: "beta".into(),
+                    value: Some(proto_route::query_param_match::Value::Exact("1".into())),
+                }],
+                ..Default::default()
+            }],
+            vec![balancer("v2:80", 1)],
+        );
+        let forward = ProtoRule {
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::RandomAvailable(
+                    distribution::RandomAvailable {
+                        backends: vec![WeightedRouteBackend {
+                            backend: Some(RouteBackend {
+                                backend: Some(Backend {
+                                    kind: Some(backend::Kind::Forward(Default::default())),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                            weight: 1,
+                        }],
+                    },
+                )),
+            }),
+            ..Default::default()
+        };
+        let ok = rule(
+            vec![proto_route::HttpRouteMatch {
+                headers: vec![header("x-canary", "true")],
+                ..Default::default()
+            }],
+            vec![balancer("v2:80", 1)],
+        );
+        let (p, errors) = Policy::from_proto(detect(vec![route(
+            "ab",
+            vec![bad_regex, query, forward, ok],
+        )]));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0]
+            .to_string()
+            .contains("TrafficSplit shop/ab: invalid regex"));
+        assert!(errors[1].to_string().contains("query parameter"));
+        assert!(errors[2].to_string().contains("not a discovered service"));
+        // The remaining rule still applies; nothing else is widened.
+        assert_eq!(first(&p, &req("GET", "/api/x", &[])), None);
+        assert_eq!(
+            first(&p, &req("GET", "/?beta=1", &[("x-canary", "true")])).as_deref(),
+            Some("v2:80")
+        );
+        assert!(!p.is_empty());
+    }
+
+    #[test]
+    fn no_protocol_or_no_routes_means_no_rules() {
+        let (p, errors) = Policy::from_proto(OutboundPolicy::default());
+        assert!(p.is_empty() && errors.is_empty());
+        let (p, _) = Policy::from_proto(detect(Vec::new()));
+        assert!(p.is_empty());
+        assert_eq!(first(&p, &req("GET", "/", &[])), None);
+    }
+
+    /// A controller without the API (here: a gRPC server with only the
+    /// health service) answers `Unimplemented`: no rules, at once.
+    #[tokio::test]
+    async fn a_controller_without_the_api_means_no_rules() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(incoming(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let discovery = Discovery::new(channel);
+        let started = std::time::Instant::now();
+        let p = discovery
+            .policy("web.shop.svc.cluster.local:80", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(p.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        server.abort();
+    }
+
+    /// Accepted connections as the stream `serve_with_incoming` wants.
+    fn incoming(
+        listener: tokio::net::TcpListener,
+    ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        })
+    }
+
+    #[test]
+    fn hosts_and_prefixes() {
+        let mut r = route(
+            "hosts",
+            vec![rule(
+                vec![proto_route::HttpRouteMatch {
+                    path: Some(proto_route::PathMatch {
+                        kind: Some(proto_route::path_match::Kind::Prefix("/a/".into())),
+                    }),
+                    ..Default::default()
+                }],
+                vec![balancer("v2:80", 1)],
+            )],
+        );
+        r.hosts = vec![proto_route::HostMatch {
+            r#match: Some(proto_route::host_match::Match::Suffix(
+                proto_route::host_match::Suffix {
+                    reverse_labels: vec!["local".into(), "cluster".into()],
+                },
+            )),
+        }];
+        let (p, errors) = Policy::from_proto(detect(vec![r]));
+        assert!(errors.is_empty(), "{errors:?}");
+        let uri = "http://web.shop.svc.cluster.local:80/a/b";
+        assert!(first(&p, &req("GET", uri, &[])).is_some());
+        assert!(first(&p, &req("GET", "/a", &[("host", "x.cluster.local")])).is_some());
+        assert!(first(&p, &req("GET", "/ab", &[("host", "x.cluster.local")])).is_none());
+        assert!(first(&p, &req("GET", "http://example.com/a/b", &[])).is_none());
+    }
+}
