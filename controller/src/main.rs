@@ -67,7 +67,8 @@ struct Args {
     /// KUBERNETES_SERVICE_HOST/PORT, the pod's ServiceAccount token and CA
     /// from /var/run/secrets/kubernetes.io/serviceaccount. With none of
     /// --config-dir, --kubeconfig and --in-cluster only the identity
-    /// service runs (file-mode tokens).
+    /// service runs (file-mode tokens): in-cluster mode is never guessed
+    /// from the environment.
     #[arg(long)]
     in_cluster: bool,
     /// Directory holding ca.crt, issuer.crt, issuer.key (and token.key in

@@ -189,16 +189,29 @@ impl Router {
         let Some(authority) = headers::authority(&req) else {
             return Err(req);
         };
-        if authority
+        let port = authority.port_u16().unwrap_or(80);
+        let ip = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok()
-        {
-            return Err(req);
+            .parse::<IpAddr>();
+        if let Ok(ip) = ip {
+            // An address: if it is a pod the controller knows, the answer
+            // is that pod (its identity for mTLS, its protocol hint);
+            // otherwise it is forwarded as it is.
+            let name = SocketAddr::new(ip, port).to_string();
+            return match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
+                Resolution::Endpoints(endpoints) if !endpoints.is_empty() => {
+                    let backend = Backend {
+                        name: name.clone(),
+                        endpoints,
+                    };
+                    let profile = Profile::default();
+                    Ok(Ok(self.route_request(req, name, profile, backend).await))
+                }
+                _ => Err(req),
+            };
         }
-        let port = authority.port_u16().unwrap_or(80);
         let name = format!("{}:{}", authority.host(), port);
         // The profile, the outbound policy and the endpoints are looked
         // up together.

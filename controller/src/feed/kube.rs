@@ -97,6 +97,8 @@ pub enum EndpointsSource {
     Endpoints,
 }
 
+// === impl EndpointsSource ===
+
 impl std::fmt::Display for EndpointsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -147,6 +149,8 @@ impl EndpointsSource {
 pub struct KubeFeed {
     first: Vec<(Kind, oneshot::Receiver<()>)>,
 }
+
+// === impl KubeFeed ===
 
 impl KubeFeed {
     /// Picks the endpoints source ([`EndpointsSource::detect`]) and spawns
@@ -496,6 +500,66 @@ mod tests {
             let want = format!("{group}/{}", storage["name"].as_str().unwrap());
             assert_eq!(api_version, want, "{kind}");
         }
+    }
+
+    /// A one-request-at-a-time HTTP server answering every request with
+    /// `status` and `body`, standing in for API discovery.
+    async fn discovery_server(status: &'static str, body: &'static str) -> Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        let url: http::Uri = format!("http://{addr}").parse().unwrap();
+        Client::try_from(kube::Config::new(url)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn endpoint_slices_are_used_only_where_served() {
+        let served = discovery_server(
+            "200 OK",
+            r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"discovery.k8s.io/v1",
+                "resources":[{"name":"endpointslices","singularName":"endpointslice",
+                "namespaced":true,"kind":"EndpointSlice","verbs":["list","watch"]}]}"#,
+        )
+        .await;
+        assert_eq!(
+            EndpointsSource::detect(&served).await,
+            EndpointsSource::EndpointSlices
+        );
+        let not_served = discovery_server(
+            "404 Not Found",
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
+        )
+        .await;
+        assert_eq!(
+            EndpointsSource::detect(&not_served).await,
+            EndpointsSource::Endpoints
+        );
+        let other = discovery_server(
+            "200 OK",
+            r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"discovery.k8s.io/v1","resources":[]}"#,
+        )
+        .await;
+        assert_eq!(
+            EndpointsSource::detect(&other).await,
+            EndpointsSource::Endpoints
+        );
+        let broken = discovery_server("500 Internal Server Error", "oops").await;
+        assert_eq!(
+            EndpointsSource::detect(&broken).await,
+            EndpointsSource::Endpoints
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct EndpointAddress {
     pub pod: Option<ObjectKey>,
 }
 
+// === impl EndpointSet ===
+
 impl EndpointSet {
     /// Converts a core/v1 Endpoints object in `namespace`: one group per
     /// subset, `addresses` ready and `notReadyAddresses` not.

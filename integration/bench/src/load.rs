@@ -110,6 +110,34 @@ pub async fn wait_listening(addr: SocketAddr, timeout: Duration) -> anyhow::Resu
     Ok(())
 }
 
+/// One HTTP/1 connection for sequential requests, replaced when it breaks.
+pub struct Client {
+    addr: SocketAddr,
+    send: tokio::sync::Mutex<SendRequest<Empty<Bytes>>>,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            addr,
+            send: tokio::sync::Mutex::new(connect(addr).await?),
+        })
+    }
+
+    /// GETs `uri`; true on `200`. A failed request reconnects.
+    pub async fn get(&self, uri: &str) -> bool {
+        let mut send = self.send.lock().await;
+        let ok = request_once(&mut send, uri).await;
+        if !ok {
+            if let Ok(fresh) = connect(self.addr).await {
+                *send = fresh;
+            }
+        }
+        ok
+    }
+}
+
 async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;

@@ -13,6 +13,7 @@
 
 mod lb;
 mod load;
+mod propagation;
 mod report;
 mod retry;
 
@@ -48,6 +49,8 @@ enum Cmd {
     Lb(lb::LbArgs),
     /// Compare retry policies against a backend failing a share of requests.
     Retry(retry::RetryArgs),
+    /// Time from an endpoint change to the first request routed to it.
+    Propagation(propagation::PropagationArgs),
 }
 
 /// Flags of a benchmark run.
@@ -149,6 +152,13 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 let (proxy, controller) = bins?;
                 retry::run(args, &proxy, &controller).await
+            })
+        }
+        Some(Cmd::Propagation(args)) => {
+            let bins = binaries(&cli.run);
+            runtime.block_on(async move {
+                let (proxy, controller) = bins?;
+                propagation::run(args, &proxy, &controller).await
             })
         }
         None => runtime.block_on(run(cli.run)),

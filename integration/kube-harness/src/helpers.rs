@@ -444,6 +444,8 @@ pub struct ServiceAccountVolume {
     port: String,
 }
 
+// === impl ServiceAccountVolume ===
+
 impl ServiceAccountVolume {
     /// The directory holding `token`, `ca.crt` and `namespace` (removed on
     /// drop): copy or mount it at

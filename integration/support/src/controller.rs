@@ -16,6 +16,8 @@ pub struct ControllerOptions {
     wrapper: Vec<String>,
 }
 
+// === impl ControllerOptions ===
+
 impl ControllerOptions {
     /// Objects from a config dir (`--config-dir`), polled every 200 ms.
     pub fn config_dir(dir: &Path) -> Self {
@@ -72,6 +74,8 @@ pub struct ControllerProcess {
 pub fn identity(ns: &str, sa: &str) -> String {
     format!("{sa}.{ns}.serviceaccount.identity.weft.cluster.local")
 }
+
+// === impl ControllerProcess ===
 
 impl ControllerProcess {
     /// Makes fresh CA material (`weft identity init`) and starts the

@@ -55,6 +55,8 @@ fn ip_cmd(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+// === impl TestNet ===
+
 impl TestNet {
     /// Why a `TestNet` cannot be made here (not root, no `ip`), or `None`.
     pub fn unavailable() -> Option<String> {

@@ -76,6 +76,8 @@ pub struct Replica<'a> {
     pub backend: &'a HttpBackend,
 }
 
+// === impl Replica ===
+
 impl<'a> Replica<'a> {
     /// An unmeshed endpoint: the backend's own address.
     pub fn plain(backend: &'a HttpBackend) -> Self {
@@ -156,6 +158,8 @@ pub struct FileDiscovery {
     ctl: ControllerProcess,
 }
 
+// === impl FileDiscovery ===
+
 impl FileDiscovery {
     /// Starts a controller (`controller_bin`) on a config dir that already
     /// holds the (empty) `services`, so they exist from the first request.
@@ -229,6 +233,8 @@ pub struct LoadResult {
     /// error).
     pub failures: Vec<String>,
 }
+
+// === impl LoadResult ===
 
 impl LoadResult {
     /// An error naming the first failures, unless there were none.
