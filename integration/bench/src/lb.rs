@@ -73,7 +73,11 @@ pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyho
     let uri = "http://api.bench.svc.cluster.local/";
     let total = Duration::from_secs(args.seconds);
     let mut rows = Vec::new();
-    for strategy in &args.strategies {
+    // First a baseline: the default balancer with every replica fast, so
+    // the slow-replica rows can be read as a ratio to it.
+    let runs = std::iter::once(("peak-ewma", false))
+        .chain(args.strategies.iter().map(|s| (s.as_str(), true)));
+    for (strategy, with_slow) in runs {
         let proxy: ProxyBuilder = ctl.proxy(proxy_bin, "bench", "client")?;
         let proxy = proxy
             .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
@@ -87,7 +91,7 @@ pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyho
         // Backend 0 turns slow for the middle half of the measured window
         // (which starts after the generator's one-second warm-up).
         let slow = faults[0].clone();
-        let slow_ms = args.slow_ms;
+        let slow_ms = if with_slow { args.slow_ms } else { 0 };
         let switch = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1) + total / 4).await;
             slow.delay_ms.store(slow_ms, Ordering::Relaxed);
@@ -104,20 +108,27 @@ pub async fn run(args: LbArgs, proxy_bin: &Path, controller_bin: &Path) -> anyho
             run.quantile_ms(0.99),
             run.errors
         );
-        rows.push((strategy.clone(), run));
+        let label = if with_slow {
+            strategy.to_string()
+        } else {
+            "peak-ewma, no slow replica (baseline)".to_string()
+        };
+        rows.push((label, run));
     }
 
     println!(
         "\n### Load balancing: {} endpoints, one at {} ms for half the run ({} req/s, {} s, timeout {} ms)\n",
         args.endpoints, args.slow_ms, args.rate, args.seconds, args.timeout_ms
     );
-    println!("| strategy | p50 ms | p99 ms | p99.9 ms | success within timeout |\n|---|---:|---:|---:|---:|");
+    println!("| strategy | p50 ms | p99 ms | p99.9 ms | p99 / baseline p99 | success within timeout |\n|---|---:|---:|---:|---:|---:|");
+    let baseline = rows.first().map_or(0.0, |(_, r)| r.quantile_ms(0.99));
     for (strategy, run) in &rows {
         println!(
-            "| {strategy} | {:.2} | {:.2} | {:.2} | {:.2}% |",
+            "| {strategy} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}% |",
             run.quantile_ms(0.5),
             run.quantile_ms(0.99),
             run.quantile_ms(0.999),
+            run.quantile_ms(0.99) / baseline.max(0.001),
             success(run) * 100.0
         );
     }
