@@ -2,22 +2,11 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Output;
+use weft_test_support::command::{self, describe};
 
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    command::run(env!("CARGO_BIN_EXE_weft"), args).unwrap()
 }
 
 #[test]
@@ -27,7 +16,7 @@ fn init_then_token_then_rotate() {
     let d = dir.to_str().unwrap();
 
     let out = weft(&["identity", "init", "--out", d]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ca.crt"));
     let id = weft_identity::IdentityDir::new(&dir);
     let issuer = id.load_issuer().unwrap();
@@ -39,11 +28,11 @@ fn init_then_token_then_rotate() {
     // A second init refuses, names the file, and leaves it alone.
     let before = std::fs::read(id.issuer_crt()).unwrap();
     let out = weft(&["identity", "init", "--out", d]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already exists"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert_eq!(std::fs::read(id.issuer_crt()).unwrap(), before);
 
@@ -60,7 +49,7 @@ fn init_then_token_then_rotate() {
         "--ttl",
         "1h",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let token = String::from_utf8(out.stdout).unwrap();
     let key = id.load_token_key().unwrap();
     assert_eq!(
@@ -80,7 +69,7 @@ fn init_then_token_then_rotate() {
         "--out",
         file.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let from_file = std::fs::read_to_string(&file).unwrap();
@@ -97,11 +86,11 @@ fn init_then_token_then_rotate() {
         "--identity-dir",
         d,
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
 
     // Rotation replaces the issuer; it still chains to the anchor.
     let out = weft(&["identity", "rotate-issuer", "--identity-dir", d]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let rotated = id.load_issuer().unwrap();
     assert_ne!(rotated.chain()[0], issuer.chain()[0]);
 
@@ -125,14 +114,14 @@ fn init_then_token_then_rotate() {
         "--anchor-key",
         ak.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let byo = weft_identity::IdentityDir::new(&byo);
     assert_eq!(byo.read_trust_anchors_pem().unwrap(), anchor.cert_pem);
     byo.load_issuer().unwrap();
 
     // --force overwrites everything.
     let out = weft(&["identity", "init", "--out", d, "--force"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(weft_identity::verify_token(&id.load_token_key().unwrap(), &token).is_err());
 }
 
@@ -152,7 +141,7 @@ fn usage_errors_exit_2_and_help_is_useful() {
         ],
     ] {
         let out = weft(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
     }
     let out = weft(&["identity", "--help"]);
     assert_eq!(out.status.code(), Some(0));
@@ -192,10 +181,10 @@ fn missing_token_key_is_a_clear_failure() {
         "--identity-dir",
         tmp.path().to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("token.key"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 }

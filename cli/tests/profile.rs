@@ -5,43 +5,18 @@
 //! the proxy uses.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use weft_smi_crds::profile::{compile_anchored, RetryBudget, RouteSpec};
 use weft_smi_crds::{parse_documents, AnyObject, ServiceProfile};
+use weft_test_support::command::{self, describe};
 
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .output()
-        .unwrap()
+    command::run(env!("CARGO_BIN_EXE_weft"), args).unwrap()
 }
 
 fn weft_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    command::run_with_stdin(env!("CARGO_BIN_EXE_weft"), args, input).unwrap()
 }
 
 fn data(name: &str) -> String {
@@ -51,9 +26,23 @@ fn data(name: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// `weft profile --open-api` on the sample description `file`, then `args`
+/// (the Service and options).
+fn open_api(file: &str, args: &[&str]) -> Output {
+    let file = data(file);
+    weft(&[&["profile", "--open-api", file.as_str()], args].concat())
+}
+
+/// Asserts that `p` is the profile of the Service named `fqdn`, in
+/// namespace `ns`.
+fn assert_for(p: &ServiceProfile, fqdn: &str, ns: &str) {
+    assert_eq!(p.metadata.name.as_deref(), Some(fqdn));
+    assert_eq!(p.metadata.namespace.as_deref(), Some(ns));
+}
+
 /// The one valid ServiceProfile a successful run printed.
 fn profile(out: &Output) -> ServiceProfile {
-    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(out));
     let yaml = String::from_utf8(out.stdout.clone()).unwrap();
     let mut docs = parse_documents(&yaml).unwrap();
     assert_eq!(docs.len(), 1, "{yaml}");
@@ -98,19 +87,8 @@ fn matches(r: &RouteSpec, method: &str, path: &str) -> bool {
 
 #[test]
 fn swagger2_json_routes_follow_paths_methods_and_extensions() {
-    let p = profile(&weft(&[
-        "profile",
-        "--open-api",
-        &data("books-v2.json"),
-        "books",
-        "-n",
-        "shop",
-    ]));
-    assert_eq!(
-        p.metadata.name.as_deref(),
-        Some("books.shop.svc.cluster.local")
-    );
-    assert_eq!(p.metadata.namespace.as_deref(), Some("shop"));
+    let p = profile(&open_api("books-v2.json", &["books", "-n", "shop"]));
+    assert_for(&p, "books.shop.svc.cluster.local", "shop");
     // basePath "/api/v1/" prefixes every route; specific paths come first.
     assert_eq!(
         summary(&p),
@@ -201,40 +179,17 @@ fn swagger2_json_routes_follow_paths_methods_and_extensions() {
 
 #[test]
 fn swagger2_yaml_gives_the_same_profile_as_json() {
-    let json = weft(&[
-        "profile",
-        "--open-api",
-        &data("books-v2.json"),
-        "books",
-        "-n",
-        "shop",
-    ]);
-    let yaml = weft(&[
-        "profile",
-        "--open-api",
-        &data("books-v2.yaml"),
-        "books",
-        "--namespace",
-        "shop",
-    ]);
+    let json = open_api("books-v2.json", &["books", "-n", "shop"]);
+    let yaml = open_api("books-v2.yaml", &["books", "--namespace", "shop"]);
     assert_eq!(profile(&yaml), profile(&json));
     assert_eq!(yaml.stdout, json.stdout, "byte-identical output");
 }
 
 #[test]
 fn openapi3_yaml_uses_server_paths_refs_and_all_methods() {
-    let p = profile(&weft(&[
-        "profile",
-        "--open-api",
-        &data("petstore-v3.yaml"),
-        "pets",
-    ]));
+    let p = profile(&open_api("petstore-v3.yaml", &["pets"]));
     // -n defaults to "default".
-    assert_eq!(
-        p.metadata.name.as_deref(),
-        Some("pets.default.svc.cluster.local")
-    );
-    assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
+    assert_for(&p, "pets.default.svc.cluster.local", "default");
     // First server URL, variables at their defaults: /store/v2. /health
     // has its own server list ("/").
     assert_eq!(
@@ -366,11 +321,7 @@ fn template_is_a_commented_valid_profile() {
     let out = weft(&["profile", "--template", "web", "-n", "shop"]);
     let p = profile(&out);
     let yaml = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        p.metadata.name.as_deref(),
-        Some("web.shop.svc.cluster.local")
-    );
-    assert_eq!(p.metadata.namespace.as_deref(), Some("shop"));
+    assert_for(&p, "web.shop.svc.cluster.local", "shop");
     // Linkerd's default budget: 20 %, 10 retries/s, 10 s.
     assert_eq!(
         p.spec.retry_budget,
@@ -534,23 +485,27 @@ fn bad_input_fails_with_a_clear_message() {
     ];
     for (path, fragments) in cases {
         let out = weft(&["profile", "--open-api", &path, "web"]);
-        assert_eq!(out.status.code(), Some(1), "{path}: {}", text(&out));
-        assert!(out.stdout.is_empty(), "{path}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{path}: {}", describe(&out));
+        assert!(out.stdout.is_empty(), "{path}: {}", describe(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with("weft: "), "{}", text(&out));
-        assert_eq!(stderr.lines().count(), 1, "one line: {}", text(&out));
+        assert!(stderr.starts_with("weft: "), "{}", describe(&out));
+        assert_eq!(stderr.lines().count(), 1, "one line: {}", describe(&out));
         for fragment in fragments {
-            assert!(stderr.contains(fragment), "{fragment:?} in {}", text(&out));
+            assert!(
+                stderr.contains(fragment),
+                "{fragment:?} in {}",
+                describe(&out)
+            );
         }
     }
 
     let out = weft_stdin(&["profile", "--open-api", "-", "web"], "");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("<stdin> is not an OpenAPI description: the input is empty"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 }
 
@@ -575,21 +530,21 @@ fn usage_errors_exit_2() {
         vec!["profile", "--template", "web", "extra"],
     ] {
         let out = weft(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", describe(&out));
     }
     let out = weft(&["profile", "--template", "Web_1"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is not a Service name"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 }
 
 #[test]
 fn help_explains_both_modes() {
     let out = weft(&["profile", "--help"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--template",
@@ -613,6 +568,6 @@ fn help_explains_both_modes() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("profile"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 }

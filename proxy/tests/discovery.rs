@@ -9,21 +9,13 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft_test_support::backend::HttpBackend;
 use weft_test_support::controller::identity;
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::ProxyProcess;
 use weft_test_support::scenario::{self, request, Discovery, FileDiscovery, Replica, API, NS};
-
-fn proxy_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
-}
-
-fn controller_bin() -> PathBuf {
-    proxy_bin().with_file_name("weft-controller")
-}
+use weft_test_support::{controller_bin, proxy_bin};
 
 async fn get(proxy: &ProxyProcess, uri: &str) -> http::Response<hyper::body::Incoming> {
     request(proxy, uri).await.unwrap()
@@ -32,9 +24,8 @@ async fn get(proxy: &ProxyProcess, uri: &str) -> http::Response<hyper::body::Inc
 /// A client proxy "web" that resolves names through `d`'s controller.
 async fn web(d: &FileDiscovery) -> ProxyProcess {
     d.ctl()
-        .proxy(proxy_bin(), NS, "web")
+        .client_proxy(proxy_bin!(), NS, "web")
         .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", d.ctl().destination_addr)
         .spawn()
         .await
         .unwrap()
@@ -50,22 +41,14 @@ struct Mesh {
 }
 
 async fn mesh() -> Mesh {
-    let d = FileDiscovery::start(&controller_bin(), Some("api"), &["api"])
+    let d = FileDiscovery::start(&controller_bin!(), Some("api"), &["api"])
         .await
         .unwrap();
     let backends = [HttpBackend::start().await, HttpBackend::start().await];
-    let mut pods = Vec::new();
-    for b in &backends {
-        let p = d.ctl().proxy(proxy_bin(), NS, "api").unwrap();
-        pods.push(
-            p.env("WEFT_PROXY_INBOUND_FORWARD", b.addr)
-                .spawn()
-                .await
-                .unwrap(),
-        );
-    }
+    let apps = backends.each_ref().map(|b| b.addr);
+    let pods = d.ctl().meshed_pods(proxy_bin!(), NS, "api", &apps).await;
+    let pods: [ProxyProcess; 2] = pods.unwrap().try_into().unwrap();
     let web = web(&d).await;
-    let pods: [ProxyProcess; 2] = pods.try_into().unwrap();
     Mesh {
         d,
         backends,
@@ -199,33 +182,34 @@ async fn traffic_split_weights_are_applied_and_follow_changes() {
 /// A controller on a config dir of plain (unmeshed) endpoints, and a
 /// client proxy resolving through it.
 async fn plain() -> (FileDiscovery, ProxyProcess) {
-    let d = FileDiscovery::start(&controller_bin(), None, &["api"])
+    let d = FileDiscovery::start(&controller_bin!(), None, &["api"])
         .await
         .unwrap();
     let web = web(&d).await;
     (d, web)
 }
 
-#[tokio::test]
-async fn scaling_and_rolling_replacement_under_load_lose_nothing() {
+/// Runs scenario `run` on `n` plain backends (started together) behind
+/// [`plain`]'s controller and client proxy.
+async fn on_plain_replicas(
+    n: usize,
+    run: impl AsyncFnOnce(&mut FileDiscovery, &ProxyProcess, &[Replica<'_>]) -> scenario::Result<()>,
+) {
     let backends: Vec<HttpBackend> =
-        futures::future::join_all((0..7).map(|_| HttpBackend::start())).await;
+        futures::future::join_all((0..n).map(|_| HttpBackend::start())).await;
     let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
     let (mut d, web) = plain().await;
-    scenario::scale_and_replace_under_load(&mut d, &web, &replicas)
-        .await
-        .unwrap();
+    run(&mut d, &web, &replicas).await.unwrap();
+}
+
+#[tokio::test]
+async fn scaling_and_rolling_replacement_under_load_lose_nothing() {
+    on_plain_replicas(7, scenario::scale_and_replace_under_load).await;
 }
 
 #[tokio::test]
 async fn controller_outage_under_load_loses_nothing_and_restart_catches_up() {
-    let backends: Vec<HttpBackend> =
-        futures::future::join_all((0..4).map(|_| HttpBackend::start())).await;
-    let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
-    let (mut d, web) = plain().await;
-    scenario::controller_outage_under_load(&mut d, &web, &replicas)
-        .await
-        .unwrap();
+    on_plain_replicas(4, scenario::controller_outage_under_load).await;
 }
 
 #[tokio::test]

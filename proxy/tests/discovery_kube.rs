@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weft_kube_harness::{ServiceAccountVolume, TestControlPlane};
@@ -25,30 +24,10 @@ use weft_test_support::controller::{identity, ControllerOptions, ControllerProce
 use weft_test_support::netns::TestNet;
 use weft_test_support::proxy::ProxyProcess;
 use weft_test_support::scenario::{self, split_yaml, Discovery, Replica, NS};
+use weft_test_support::{controller_bin, proxy_bin};
 
 /// The port every backend pod listens on (each pod has its own IP).
 const POD_PORT: u16 = 8080;
-
-fn proxy_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
-}
-
-fn controller_bin() -> PathBuf {
-    proxy_bin().with_file_name("weft-controller")
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn skip() -> bool {
-    match TestNet::unavailable() {
-        Some(why) => {
-            eprintln!(
-                "skipping: {why} (the Kubernetes discovery scenarios need a network namespace)"
-            );
-            true
-        }
-        None => false,
-    }
-}
 
 /// A control plane with the CRDs, namespace [`NS`] and ServiceAccount
 /// `web` (the client proxy's identity).
@@ -69,14 +48,8 @@ async fn cluster() -> TestControlPlane {
         .wait_for_crd_established("trafficsplits.split.smi-spec.io")
         .await
         .unwrap();
-    plane.create_namespace(NS).await.unwrap();
-    plane.wait_for_service_account(NS, "default").await.unwrap();
-    plane
-        .apply_yaml(&format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: web, namespace: {NS}}}\n"
-        ))
-        .await
-        .unwrap();
+    plane.create_namespace_for_pods(NS).await.unwrap();
+    plane.create_service_account(NS, "web").await.unwrap();
     eprintln!("cluster ready after {:?}", started.elapsed());
     plane
 }
@@ -92,6 +65,8 @@ struct KubeDiscovery<'a> {
     pods: BTreeMap<String, BTreeMap<SocketAddr, String>>,
     services: BTreeSet<String>,
     next_pod: usize,
+    /// Where the client proxy's token is written.
+    tokens: tempfile::TempDir,
 }
 
 impl<'a> KubeDiscovery<'a> {
@@ -102,23 +77,24 @@ impl<'a> KubeDiscovery<'a> {
             pods: BTreeMap::new(),
             services: BTreeSet::new(),
             next_pod: 0,
+            tokens: tempfile::tempdir().unwrap(),
         }
     }
 
     /// A client proxy "web" with a real ServiceAccount token (the
     /// identity service checks it with TokenReview) resolving through the
     /// controller.
-    async fn web(&self, tokens: &tempfile::TempDir) -> ProxyProcess {
+    async fn web(&self) -> ProxyProcess {
         let token = self
             .plane
             .request_token(NS, "web", &["identity.l5d.io"], None)
             .await
             .unwrap();
-        let path = tokens.path().join("web-token");
+        let path = self.tokens.path().join("web-token");
         std::fs::write(&path, token).unwrap();
         self.ctl
             .proxy_as(
-                proxy_bin(),
+                proxy_bin!(),
                 &identity(NS, "web"),
                 &path,
                 &self.ctl.anchors(),
@@ -200,23 +176,52 @@ impl Discovery for KubeDiscovery<'_> {
     }
 }
 
-/// `n` backends in `net`, pod `i` at `10.214.N.(10+i):8080`.
-async fn backends(net: &TestNet, n: u8) -> Vec<HttpBackend> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let ip = net.add_ip(10 + i).unwrap();
-        out.push(
-            net.http_backend(SocketAddr::new(ip, POD_PORT))
-                .await
-                .unwrap(),
-        );
+/// What every test here runs on: `n` backend "pods" in a [`TestNet`],
+/// pod `i` at `10.214.N.(10+i):8080`, and a [`cluster`]. Fields drop in
+/// order: the backends, then the cluster, then the network.
+struct Pods {
+    backends: Vec<HttpBackend>,
+    plane: TestControlPlane,
+    _net: TestNet,
+}
+
+impl Pods {
+    /// The network, the cluster and `n` backends; `None`, after saying
+    /// why, where no network namespace can be made (the test is skipped).
+    async fn start(n: u8) -> Option<Self> {
+        if let Some(why) = TestNet::unavailable() {
+            eprintln!(
+                "skipping: {why} (the Kubernetes discovery scenarios need a network namespace)"
+            );
+            return None;
+        }
+        let net = TestNet::create().unwrap();
+        let plane = cluster().await;
+        let mut backends = Vec::new();
+        for i in 0..n {
+            let ip = net.add_ip(10 + i).unwrap();
+            backends.push(
+                net.http_backend(SocketAddr::new(ip, POD_PORT))
+                    .await
+                    .unwrap(),
+            );
+        }
+        Some(Self {
+            backends,
+            plane,
+            _net: net,
+        })
     }
-    out
+
+    /// The backends as endpoints without a proxy in front.
+    fn replicas(&self) -> Vec<Replica<'_>> {
+        self.backends.iter().map(Replica::plain).collect()
+    }
 }
 
 async fn kubeconfig_controller(plane: &TestControlPlane) -> ControllerProcess {
     let options = ControllerOptions::kubeconfig(plane.kubeconfig_path());
-    let ctl = ControllerProcess::start_with(&controller_bin(), "24h", options)
+    let ctl = ControllerProcess::start_with(&controller_bin!(), "24h", options)
         .await
         .unwrap();
     // 1.20 serves no discovery.k8s.io/v1: the feed must have fallen back.
@@ -228,43 +233,37 @@ async fn kubeconfig_controller(plane: &TestControlPlane) -> ControllerProcess {
     ctl
 }
 
+/// Runs scenario `run` on the Kubernetes feed read by a `--kubeconfig`
+/// controller, with a client proxy and `n` backend pods; skipped where no
+/// network namespace can be made.
+async fn on_kubeconfig_feed(
+    n: u8,
+    run: impl AsyncFnOnce(&mut KubeDiscovery<'_>, &ProxyProcess, &[Replica<'_>]) -> scenario::Result<()>,
+) {
+    let Some(pods) = Pods::start(n).await else {
+        return;
+    };
+    let mut d = KubeDiscovery::new(&pods.plane, kubeconfig_controller(&pods.plane).await);
+    let web = d.web().await;
+    run(&mut d, &web, &pods.replicas()).await.unwrap();
+}
+
 #[tokio::test]
 async fn kube_scaling_and_rolling_replacement_under_load_lose_nothing() {
-    if skip() {
-        return;
-    }
-    let net = TestNet::create().unwrap();
-    let plane = cluster().await;
-    let backends = backends(&net, 7).await;
-    let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
-    let mut d = KubeDiscovery::new(&plane, kubeconfig_controller(&plane).await);
-    let tokens = tempfile::tempdir().unwrap();
-    let web = d.web(&tokens).await;
-    scenario::scale_and_replace_under_load(&mut d, &web, &replicas)
-        .await
-        .unwrap();
+    on_kubeconfig_feed(7, async |d, web, replicas| {
+        scenario::scale_and_replace_under_load(d, web, replicas).await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn kube_traffic_split_weights_are_applied_and_follow_changes() {
-    if skip() {
-        return;
-    }
-    let net = TestNet::create().unwrap();
-    let plane = cluster().await;
-    let backends = backends(&net, 2).await;
-    let mut d = KubeDiscovery::new(&plane, kubeconfig_controller(&plane).await);
-    let tokens = tempfile::tempdir().unwrap();
-    let web = d.web(&tokens).await;
-    let report = scenario::traffic_split(
-        &mut d,
-        &web,
-        Replica::plain(&backends[0]),
-        Replica::plain(&backends[1]),
-    )
-    .await
-    .unwrap();
-    eprintln!("kubernetes feed: {report:?}");
+    on_kubeconfig_feed(2, async |d, web, replicas| {
+        let report = scenario::traffic_split(d, web, replicas[0], replicas[1]).await?;
+        eprintln!("kubernetes feed: {report:?}");
+        Ok(())
+    })
+    .await;
 }
 
 /// The RBAC that docs/destination.md documents for the controller, taken
@@ -309,16 +308,11 @@ fn in_cluster_options(volume: &ServiceAccountVolume) -> ControllerOptions {
 /// documented ClusterRole, so this also checks that RBAC is enough.
 #[tokio::test]
 async fn kube_controller_outage_under_load_in_cluster_loses_nothing() {
-    if skip() {
+    let Some(pods) = Pods::start(4).await else {
         return;
-    }
-    let net = TestNet::create().unwrap();
-    let plane = cluster().await;
-    plane.create_namespace("weft").await.unwrap();
-    plane
-        .wait_for_service_account("weft", "default")
-        .await
-        .unwrap();
+    };
+    let plane = &pods.plane;
+    plane.create_namespace_for_pods("weft").await.unwrap();
     plane
         .kubectl_with_stdin(&["apply", "-f", "-"], Some(&documented_cluster_role()))
         .await
@@ -337,7 +331,7 @@ async fn kube_controller_outage_under_load_in_cluster_loses_nothing() {
         .service_account_volume("weft", "weft-controller")
         .await
         .unwrap();
-    let ctl = ControllerProcess::start_with(&controller_bin(), "24h", in_cluster_options(&volume))
+    let ctl = ControllerProcess::start_with(&controller_bin!(), "24h", in_cluster_options(&volume))
         .await
         .unwrap();
     let log = ctl.log();
@@ -347,12 +341,9 @@ async fn kube_controller_outage_under_load_in_cluster_loses_nothing() {
         "the documented RBAC is not enough:\n{log}"
     );
 
-    let backends = backends(&net, 4).await;
-    let replicas: Vec<Replica<'_>> = backends.iter().map(Replica::plain).collect();
-    let mut d = KubeDiscovery::new(&plane, ctl);
-    let tokens = tempfile::tempdir().unwrap();
-    let web = d.web(&tokens).await;
-    scenario::controller_outage_under_load(&mut d, &web, &replicas)
+    let mut d = KubeDiscovery::new(plane, ctl);
+    let web = d.web().await;
+    scenario::controller_outage_under_load(&mut d, &web, &pods.replicas())
         .await
         .unwrap();
     let log = d.controller().log();

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use weft_test_support::backend::{HttpBackend, TcpServer};
 use weft_test_support::client::{body_string, raw, send_h1, send_h2};
+use weft_test_support::grpc;
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::{ProxyBuilder, ProxyProcess};
 
@@ -163,42 +164,13 @@ async fn http2_requests_stay_http2() {
 #[tokio::test]
 async fn grpc_through_the_proxy_keeps_trailers_and_classifies_status() {
     use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
 
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("weft.Echo", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-
+    let grpc_addr = grpc::health_server().await.unwrap();
     let proxy = inbound_to(grpc_addr).await;
-    let mut client = HealthClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.inbound))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let rsp = client
-        .check(HealthCheckRequest {
-            service: "weft.Echo".into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(rsp.into_inner().status, ServingStatus::Serving as i32);
-    let err = client
-        .check(HealthCheckRequest {
-            service: "missing".into(),
-        })
-        .await
-        .unwrap_err();
+    let mut client = grpc::health_client(proxy.inbound, None).await.unwrap();
+    let rsp = grpc::check(&mut client, grpc::SERVING).await.unwrap();
+    assert_eq!(rsp.status, ServingStatus::Serving as i32);
+    let err = grpc::check(&mut client, "missing").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     let m = proxy.metrics().await;
@@ -225,23 +197,10 @@ async fn grpc_through_the_proxy_keeps_trailers_and_classifies_status() {
 
 #[tokio::test]
 async fn grpc_to_a_dead_target_gets_unavailable() {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
     let dead = weft_test_support::free_addr();
     let proxy = inbound_to(dead).await;
-    let mut client = HealthClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.inbound))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let err = client
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let mut client = grpc::health_client(proxy.inbound, None).await.unwrap();
+    let err = grpc::check(&mut client, "").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("connect to"), "{err:?}");
 }

@@ -7,110 +7,18 @@
 //! Needs root (network namespaces, iptables), like CI.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use weft_test_support::backend::{HttpBackend, TcpServer};
 use weft_test_support::client::get;
 use weft_test_support::metrics::sum;
+use weft_test_support::netns::TestNet;
 use weft_test_support::proxy::ProxyBuilder;
 
 const PROXY_UID: &str = "2102";
-
-/// A network namespace ("the pod") with a veth to the host, removed on drop.
-struct Pod {
-    name: String,
-    host_veth: String,
-    host_ip: IpAddr,
-    pod_ip: IpAddr,
-}
-
-fn sh(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n(these tests need root: network namespaces and iptables)",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-impl Pod {
-    fn create() -> Self {
-        // A /30 per test process, probed until free: tests run in parallel.
-        let taken = String::from_utf8_lossy(&sh("ip", &["-o", "addr"]).stdout).to_string();
-        let start = std::process::id() as usize;
-        let n = (0..250)
-            .map(|i| (start + i) % 250 + 1)
-            .find(|n| {
-                !taken.contains(&format!("10.213.{n}.")) && !taken.contains(&format!("wv{n}h"))
-            })
-            .expect("a free test subnet");
-        let pod = Pod {
-            name: format!("weft-pod-{n}"),
-            host_veth: format!("wv{n}h"),
-            host_ip: format!("10.213.{n}.1").parse().unwrap(),
-            pod_ip: format!("10.213.{n}.2").parse().unwrap(),
-        };
-        let pv = format!("wv{n}p");
-        sh("ip", &["netns", "add", &pod.name]);
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &pod.host_veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &pv,
-            ],
-        );
-        sh("ip", &["link", "set", &pv, "netns", &pod.name]);
-        sh(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/30", pod.host_ip),
-                "dev",
-                &pod.host_veth,
-            ],
-        );
-        sh("ip", &["link", "set", &pod.host_veth, "up"]);
-        pod.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/30", pod.pod_ip),
-            "dev",
-            &pv,
-        ]);
-        pod.exec(&["ip", "link", "set", &pv, "up"]);
-        pod.exec(&["ip", "link", "set", "lo", "up"]);
-        pod
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        sh("ip", &full)
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_veth])
-            .status();
-    }
-}
 
 /// The proxy binary, copied where the proxy's unprivileged uid can run it.
 fn world_readable_proxy(dir: &tempfile::TempDir) -> PathBuf {
@@ -123,7 +31,12 @@ fn world_readable_proxy(dir: &tempfile::TempDir) -> PathBuf {
 
 #[tokio::test]
 async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination() {
-    let pod = Pod::create();
+    // "The pod": a network namespace with a veth to the host, removed on
+    // drop. The host is `host_ip`, the pod `pod_ip`.
+    let pod = TestNet::create()
+        .map_err(|e| e.context("these tests need root: network namespaces and iptables"))
+        .unwrap();
+    let (host_ip, pod_ip) = (pod.host_ip(), pod.ip(2));
 
     // The init container's job, twice: it must be idempotent.
     for _ in 0..2 {
@@ -134,10 +47,10 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
             PROXY_UID,
             "--skip-inbound-ports",
             "4191",
-        ]);
+        ])
+        .unwrap();
     }
-    let rules =
-        String::from_utf8_lossy(&pod.exec(&["iptables", "-t", "nat", "-S"]).stdout).to_string();
+    let rules = pod.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
     assert_eq!(
         rules
             .matches("-A PREROUTING -p tcp -j WEFT_PROXY_INBOUND")
@@ -159,7 +72,7 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
         .args([
             "netns",
             "exec",
-            &pod.name,
+            pod.name(),
             "python3",
             "-m",
             "http.server",
@@ -173,13 +86,13 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = world_readable_proxy(&dir);
-    let admin = SocketAddr::new(pod.pod_ip, 4191);
+    let admin = SocketAddr::new(pod_ip, 4191);
     let proxy = ProxyBuilder::new(&bin)
         .wrap(&[
             "ip",
             "netns",
             "exec",
-            &pod.name,
+            pod.name(),
             "setpriv",
             "--reuid",
             PROXY_UID,
@@ -196,7 +109,7 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
 
     // Inbound: the host calls the pod's app port; iptables sends it to the
     // proxy, which forwards to the original destination.
-    let app_addr = SocketAddr::new(pod.pod_ip, 8080);
+    let app_addr = SocketAddr::new(pod_ip, 8080);
     // (The app may still be starting: until it listens, the proxy answers
     // 502 for it, which is also a redirect that worked.)
     let mut inbound = None;
@@ -222,11 +135,11 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
     assert_eq!(sum(&m, "response_total", &ok), 1.0, "{m}");
 
     // Outbound HTTP: the app calls a host service by its address.
-    let backend = HttpBackend::bind(SocketAddr::new(pod.host_ip, 0)).await;
+    let backend = HttpBackend::bind(SocketAddr::new(host_ip, 0)).await;
     let url = format!("http://{}/", backend.addr);
     let script = format!("import urllib.request as u; r = u.urlopen('{url}', timeout=10); print(r.status, r.headers['x-version'])");
     let out = tokio::task::spawn_blocking({
-        let name = pod.name.clone();
+        let name = pod.name().to_owned();
         move || {
             Command::new("ip")
                 .args(["netns", "exec", &name, "python3", "-c", &script])
@@ -245,14 +158,14 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
     assert_eq!(backend.requests(), 1);
 
     // Outbound opaque TCP: not HTTP, still delivered to where it was going.
-    let echo = TcpServer::echo_on(SocketAddr::new(pod.host_ip, 0)).await;
+    let echo = TcpServer::echo_on(SocketAddr::new(host_ip, 0)).await;
     let script = format!(
         "import socket; s = socket.create_connection(('{}', {}), timeout=10); s.sendall(b'\\x00\\x01ping'); print(s.recv(16))",
         echo.addr.ip(),
         echo.addr.port()
     );
     let out = tokio::task::spawn_blocking({
-        let name = pod.name.clone();
+        let name = pod.name().to_owned();
         move || {
             Command::new("ip")
                 .args(["netns", "exec", &name, "python3", "-c", &script])

@@ -7,56 +7,26 @@
 
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use weft_test_support::backend::HttpBackend;
-use weft_test_support::client::{body_string, send_h1};
+use weft_test_support::client::{body_string, get_through, send_h1};
 use weft_test_support::controller::ControllerProcess;
+use weft_test_support::grpc;
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::ProxyProcess;
+use weft_test_support::scenario::{
+    named_port_service_yaml, service_profile_yaml, service_yaml, write_atomic, NS,
+};
+use weft_test_support::{controller_bin, proxy_bin};
 
 const API: &str = "http://api.shop.svc.cluster.local";
 const DST: &str = "api.shop.svc.cluster.local:80";
 
-fn proxy_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
-}
-
-fn controller_bin() -> PathBuf {
-    proxy_bin().with_file_name("weft-controller")
-}
-
-/// Service `api` in `shop` whose endpoints are `backends` (unmeshed).
-fn service(backends: &[&HttpBackend]) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: api, namespace: shop}\nsubsets:\n",
-    );
-    for b in backends {
-        y.push_str(&format!(
-            "- addresses:\n  - ip: 127.0.0.1\n  ports:\n  - {{name: http, port: {}}}\n",
-            b.addr.port()
-        ));
-    }
-    y
-}
-
-/// The ServiceProfile of `api` with `spec` (indented YAML under `spec:`).
-fn profile(spec: &str) -> String {
-    format!(
-        "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata: {{name: api.shop.svc.cluster.local, namespace: shop}}\nspec:\n{spec}"
-    )
-}
-
-fn write(dir: &Path, file: &str, yaml: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
-}
-
-/// A controller serving `api` (with `profile_spec`), `n` backends and a
-/// client proxy that resolves through the controller.
+/// A controller serving `api` (with `profile_spec`), its backends (if
+/// any) and a client proxy that resolves through the controller.
 struct Routes {
     config: tempfile::TempDir,
     _ctl: ControllerProcess,
@@ -64,25 +34,34 @@ struct Routes {
     web: ProxyProcess,
 }
 
+/// `n` backends as the (unmeshed) endpoints of `api`.
 async fn routes(n: usize, profile_spec: &str, env: &[(&str, &str)]) -> Routes {
-    let config = tempfile::tempdir().unwrap();
     let mut backends = Vec::new();
     for _ in 0..n {
         backends.push(HttpBackend::start().await);
     }
-    write(
-        config.path(),
-        "api.yaml",
-        &service(&backends.iter().collect::<Vec<_>>()),
-    );
-    write(config.path(), "profile.yaml", &profile(profile_spec));
-    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config.path())
+    let endpoints: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let service = service_yaml("api", &endpoints, None);
+    serve(&service, backends, profile_spec, env).await
+}
+
+/// A controller serving `service` (the YAML of `api`) and the profile of
+/// `api` with `profile_spec`, and a client proxy with `env` resolving
+/// through it; `backends` are the test's.
+async fn serve(
+    service: &str,
+    backends: Vec<HttpBackend>,
+    profile_spec: &str,
+    env: &[(&str, &str)],
+) -> Routes {
+    let config = tempfile::tempdir().unwrap();
+    write_atomic(config.path(), "api.yaml", service).unwrap();
+    let profile = service_profile_yaml("api", profile_spec);
+    write_atomic(config.path(), "profile.yaml", &profile).unwrap();
+    let ctl = ControllerProcess::start_with_config(&controller_bin!(), "24h", config.path())
         .await
         .unwrap();
-    let mut web = ctl
-        .proxy(proxy_bin(), "shop", "web")
-        .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr);
+    let mut web = ctl.client_proxy(proxy_bin!(), NS, "web").unwrap();
     for (k, v) in env {
         web = web.env(k, v);
     }
@@ -112,13 +91,10 @@ async fn request(
 }
 
 async fn get(web: &ProxyProcess, path: &str) -> u16 {
-    let req = Request::get(format!("{API}{path}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let rsp = send_h1(web.outbound, req).await.unwrap();
-    let status = rsp.status().as_u16();
-    let _ = rsp.into_body().collect().await;
-    status
+    get_through(web.outbound, &format!("{API}{path}"))
+        .await
+        .unwrap()
+        .0
 }
 
 /// Waits until the proxy applies the profile: `check` holds for the
@@ -156,10 +132,17 @@ const BUDGET_AND_ROUTES: &str =
     condition: {method: POST, pathRegex: /echo}
 ";
 
+/// One backend without failure accrual, and `api` with the routes of
+/// `spec`, whose route `flaky` (`GET /flaky`) is in force.
+async fn flaky_routes(spec: &str) -> Routes {
+    let r = routes(1, spec, NO_ACCRUAL).await;
+    wait_for_route(&r.web, "/flaky", "flaky").await;
+    r
+}
+
 #[tokio::test]
 async fn retries_hide_a_flaky_route_within_the_budget() {
-    let r = routes(1, BUDGET_AND_ROUTES, NO_ACCRUAL).await;
-    wait_for_route(&r.web, "/flaky", "flaky").await;
+    let r = flaky_routes(BUDGET_AND_ROUTES).await;
     let backend = &r.backends[0];
     backend.set_failure_percent(50);
     let before = backend.requests();
@@ -219,8 +202,7 @@ async fn at_total_failure_retries_stop_at_the_budget() {
         "{retryRatio: 0.5, minRetriesPerSecond: 10, ttl: 10s}",
         "{retryRatio: 0.2, minRetriesPerSecond: 1, ttl: 1s}",
     );
-    let r = routes(1, &spec, NO_ACCRUAL).await;
-    wait_for_route(&r.web, "/flaky", "flaky").await;
+    let r = flaky_routes(&spec).await;
     let backend = &r.backends[0];
     backend.set_failure_percent(100);
     let before = backend.requests();
@@ -252,8 +234,7 @@ async fn at_total_failure_retries_stop_at_the_budget() {
 
 #[tokio::test]
 async fn unmarked_routes_are_never_retried() {
-    let r = routes(1, BUDGET_AND_ROUTES, NO_ACCRUAL).await;
-    wait_for_route(&r.web, "/flaky", "flaky").await;
+    let r = flaky_routes(BUDGET_AND_ROUTES).await;
     let backend = &r.backends[0];
     backend.set_failure_percent(100);
     let before = backend.requests();
@@ -301,8 +282,7 @@ async fn upload(web: &ProxyProcess, len: usize) -> (u16, String) {
 
 #[tokio::test]
 async fn bodies_up_to_64k_are_retried_larger_ones_pass_intact() {
-    let r = routes(1, BUDGET_AND_ROUTES, NO_ACCRUAL).await;
-    wait_for_route(&r.web, "/flaky", "flaky").await;
+    let r = flaky_routes(BUDGET_AND_ROUTES).await;
     let backend = &r.backends[0];
 
     // Healthy: a 100 KiB upload on a retryable route arrives whole.
@@ -331,15 +311,26 @@ async fn bodies_up_to_64k_are_retried_larger_ones_pass_intact() {
     );
 }
 
+/// A profile spec whose one route `name` covers `/slow/...` with
+/// `timeout`.
+fn slow_route(name: &str, timeout: &str) -> String {
+    format!(
+        "  routes:\n  - name: {name}\n    condition: {{pathRegex: '/slow/.*'}}\n    \
+         timeout: {timeout}\n"
+    )
+}
+
+/// One backend, and `api` with the route `slow` (`/slow/...`, `timeout`)
+/// in force.
+async fn slow_routes(timeout: &str) -> Routes {
+    let r = routes(1, &slow_route("slow", timeout), &[]).await;
+    wait_for_route(&r.web, "/slow/1", "slow").await;
+    r
+}
+
 #[tokio::test]
 async fn route_timeouts_answer_504_and_count_as_failures() {
-    let spec = "  routes:
-  - name: slow
-    condition: {pathRegex: '/slow/.*'}
-    timeout: 300ms
-";
-    let r = routes(1, spec, &[]).await;
-    wait_for_route(&r.web, "/slow/1", "slow").await;
+    let r = slow_routes("300ms").await;
     let started = Instant::now();
     let (status, headers, _) = request(&r.web, Method::GET, "/slow/3000", Bytes::new()).await;
     let elapsed = started.elapsed();
@@ -363,23 +354,10 @@ async fn route_timeouts_answer_504_and_count_as_failures() {
 
 #[tokio::test]
 async fn a_profile_change_applies_without_restarting_the_proxy() {
-    let spec = "  routes:
-  - name: slow
-    condition: {pathRegex: '/slow/.*'}
-    timeout: 5s
-";
-    let r = routes(1, spec, &[]).await;
-    wait_for_route(&r.web, "/slow/1", "slow").await;
+    let r = slow_routes("5s").await;
     assert_eq!(get(&r.web, "/slow/600").await, 200);
-    write(
-        r.config.path(),
-        "profile.yaml",
-        &profile(
-            &spec
-                .replace("5s", "200ms")
-                .replace("name: slow", "name: slow-v2"),
-        ),
-    );
+    let profile = service_profile_yaml("api", &slow_route("slow-v2", "200ms"));
+    write_atomic(r.config.path(), "profile.yaml", &profile).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&r.web, "/slow/600").await != 504 {
         assert!(Instant::now() < deadline, "the new timeout never applied");
@@ -445,69 +423,23 @@ async fn failing_endpoints_are_ejected_and_return_after_recovery() {
 
 #[tokio::test]
 async fn grpc_routes_are_classified_by_grpc_status() {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-
-    let config = tempfile::tempdir().unwrap();
     // A gRPC server as the service's one endpoint.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("weft.Echo", tonic_health::ServingStatus::Serving)
-        .await;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let svc = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: shop}}\nspec:\n  ports:\n  - {{name: grpc, port: 80, targetPort: 8080}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: api, namespace: shop}}\nsubsets:\n- addresses:\n  - ip: 127.0.0.1\n  ports:\n  - {{name: grpc, port: {}}}\n",
-        addr.port()
-    );
-    write(config.path(), "api.yaml", &svc);
-    write(
-        config.path(),
-        "profile.yaml",
-        &profile(
-            "  routes:\n  - name: check\n    condition: {method: POST, pathRegex: /grpc\\.health\\.v1\\.Health/Check}\n",
-        ),
-    );
-    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config.path())
-        .await
-        .unwrap();
-    let web = ctl
-        .proxy(proxy_bin(), "shop", "web")
-        .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
-        .spawn()
-        .await
-        .unwrap();
+    let addr = grpc::health_server().await.unwrap();
+    let service = named_port_service_yaml("api", "grpc", &[addr], None);
+    let spec = "  routes:\n  - name: check\n    condition: {method: POST, pathRegex: /grpc\\.health\\.v1\\.Health/Check}\n";
+    let r = serve(&service, Vec::new(), spec, &[]).await;
     // The app uses the proxy by connecting to it with the service's name
     // as the authority (as it would after an iptables redirect).
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", web.outbound))
-        .unwrap()
-        .origin(API.parse().unwrap())
-        .connect()
+    let mut client = grpc::health_client(r.web.outbound, Some(API))
         .await
         .unwrap();
-    let mut client = HealthClient::new(channel);
     for _ in 0..3 {
-        let ok = client
-            .check(HealthCheckRequest {
-                service: "weft.Echo".into(),
-            })
-            .await;
+        let ok = grpc::check(&mut client, grpc::SERVING).await;
         assert!(ok.is_ok(), "{ok:?}");
-        let missing = client
-            .check(HealthCheckRequest {
-                service: "nope".into(),
-            })
-            .await
-            .unwrap_err();
+        let missing = grpc::check(&mut client, "nope").await.unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
     }
-    let m = web.metrics().await;
+    let m = r.web.metrics().await;
     let route = |c| [("rt_route", "check"), ("classification", c)];
     assert_eq!(
         sum(&m, "route_response_total", &route("success")),

@@ -8,65 +8,32 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weft_test_support::backend::HttpBackend;
 use weft_test_support::client::send_h1;
 use weft_test_support::controller::ControllerProcess;
 use weft_test_support::proxy::ProxyProcess;
+use weft_test_support::scenario::{
+    route_group_yaml, service_yaml, traffic_split_yaml, write_atomic, NS,
+};
+use weft_test_support::{controller_bin, proxy_bin};
 
-const NS: &str = "shop";
 const API: &str = "http://api.shop.svc.cluster.local";
 /// Bound on waiting for a change to be in force.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn proxy_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
-}
-
-fn controller_bin() -> PathBuf {
-    proxy_bin().with_file_name("weft-controller")
-}
-
-/// YAML for Service `name` in `shop` with the given (pod, port) endpoints;
-/// every pod is meshed with ServiceAccount `api`.
-fn service(name: &str, endpoints: &[(&str, u16)]) -> String {
-    let mut y = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: shop}}\nsubsets:\n",
-    );
-    for (pod, port) in endpoints {
-        y.push_str(&format!(
-            "- addresses:\n  - ip: 127.0.0.1\n    targetRef: {{kind: Pod, name: {pod}, namespace: shop}}\n  ports:\n  - {{name: http, port: {port}}}\n"
-        ));
-    }
-    if endpoints.is_empty() {
-        y.push_str("- addresses: []\n  ports:\n  - {name: http, port: 8080}\n");
-    }
-    for (pod, _) in endpoints {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: shop\n  annotations: {{linkerd.io/inject: enabled}}\nspec:\n  serviceAccountName: api\n  containers: [{{name: app, image: api}}]\n"
-        ));
-    }
-    y
-}
-
-/// Replaces `file` atomically, as the file feed documentation asks.
-fn write(dir: &Path, file: &str, yaml: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
+/// YAML for Service `name` in `shop` whose endpoints are `pods`, meshed
+/// with ServiceAccount `api`.
+fn service(name: &str, pods: &[&ProxyProcess]) -> String {
+    let endpoints: Vec<_> = pods.iter().map(|p| p.inbound).collect();
+    service_yaml(name, &endpoints, Some("api"))
 }
 
 /// A v1alpha4 HTTPRouteGroup `canary-users`: `x-canary` equal to
 /// `canary_value` (a regex), or a Firefox user agent on `/api/...`.
 fn canary_group(canary_value: &str) -> String {
-    format!(
-        "apiVersion: specs.smi-spec.io/v1alpha4
-kind: HTTPRouteGroup
-metadata: {{name: canary-users, namespace: shop}}
-spec:
-  matches:
-  - name: canary-header
+    let matches = format!(
+        "  - name: canary-header
     headers:
     - x-canary: \"{canary_value}\"
   - name: firefox-api
@@ -74,24 +41,18 @@ spec:
     headers:
     - user-agent: \".*Firefox.*\"
 "
-    )
+    );
+    route_group_yaml("v1alpha4", "canary-users", &matches)
 }
 
 /// A v1alpha4 TrafficSplit of `api` gated by the route group `group`, as
 /// in the SMI A/B example (stable weight 0, canary 100).
 fn canary_split(group: &str) -> String {
-    format!(
-        "apiVersion: split.smi-spec.io/v1alpha4
-kind: TrafficSplit
-metadata: {{name: api-canary, namespace: shop}}
-spec:
-  service: api
-  matches:
-  - {{kind: HTTPRouteGroup, name: {group}}}
-  backends:
-  - {{service: api-v1, weight: 0}}
-  - {{service: api-v2, weight: 100}}
-"
+    traffic_split_yaml(
+        "v1alpha4",
+        "api-canary",
+        Some(group),
+        &[("api-v1", "0"), ("api-v2", "100")],
     )
 }
 
@@ -109,39 +70,24 @@ struct Mesh {
 /// pod as its endpoint when `root_has_endpoints`, else none.
 async fn mesh(root_has_endpoints: bool) -> Mesh {
     let config = tempfile::tempdir().unwrap();
-    write(config.path(), "api.yaml", &service("api", &[]));
-    let ctl = ControllerProcess::start_with_config(&controller_bin(), "24h", config.path())
+    write_atomic(config.path(), "api.yaml", &service("api", &[])).unwrap();
+    let ctl = ControllerProcess::start_with_config(&controller_bin!(), "24h", config.path())
         .await
         .unwrap();
     let (stable, canary) = (HttpBackend::start().await, HttpBackend::start().await);
-    let mut pods = Vec::new();
-    for b in [&stable, &canary] {
-        let p = ctl.proxy(proxy_bin(), NS, "api").unwrap();
-        pods.push(
-            p.env("WEFT_PROXY_INBOUND_FORWARD", b.addr)
-                .spawn()
-                .await
-                .unwrap(),
-        );
-    }
-    let (ps, pc) = (pods[0].inbound.port(), pods[1].inbound.port());
+    let pods = ctl
+        .meshed_pods(proxy_bin!(), NS, "api", &[stable.addr, canary.addr])
+        .await
+        .unwrap();
+    let (ps, pc) = (&pods[0], &pods[1]);
     if root_has_endpoints {
-        write(config.path(), "api.yaml", &service("api", &[("api-0", ps)]));
+        write_atomic(config.path(), "api.yaml", &service("api", &[ps])).unwrap();
     }
-    write(
-        config.path(),
-        "v1.yaml",
-        &service("api-v1", &[("v1-0", ps)]),
-    );
-    write(
-        config.path(),
-        "v2.yaml",
-        &service("api-v2", &[("v2-0", pc)]),
-    );
+    write_atomic(config.path(), "v1.yaml", &service("api-v1", &[ps])).unwrap();
+    write_atomic(config.path(), "v2.yaml", &service("api-v2", &[pc])).unwrap();
     let web = ctl
-        .proxy(proxy_bin(), NS, "web")
+        .client_proxy(proxy_bin!(), NS, "web")
         .unwrap()
-        .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
         .spawn()
         .await
         .unwrap();
@@ -221,8 +167,8 @@ async fn until_canary(m: &Mesh, method: &str, path: &str, headers: &[(&str, &str
 #[tokio::test]
 async fn header_matches_send_only_matching_requests_to_the_canary() {
     let m = mesh(true).await;
-    write(m.config.path(), "group.yaml", &canary_group("true"));
-    write(m.config.path(), "split.yaml", &canary_split("canary-users"));
+    write_atomic(m.config.path(), "group.yaml", &canary_group("true")).unwrap();
+    write_atomic(m.config.path(), "split.yaml", &canary_split("canary-users")).unwrap();
     until_canary(&m, "GET", "/", &[("x-canary", "true")]).await;
 
     // Matching requests: all to the canary.
@@ -259,7 +205,7 @@ async fn header_matches_send_only_matching_requests_to_the_canary() {
     // Changing the route group at runtime takes effect within about one
     // poll of the config dir (200 ms in tests).
     let changed = Instant::now();
-    write(m.config.path(), "group.yaml", &canary_group("yes"));
+    write_atomic(m.config.path(), "group.yaml", &canary_group("yes")).unwrap();
     let took = until_canary(&m, "GET", "/", &[("x-canary", "yes")]).await;
     eprintln!("route group change in force after {took:?}");
     assert!(
@@ -284,32 +230,21 @@ async fn v1alpha3_path_split_leaves_the_rest_to_the_matchless_split() {
     let m = mesh(false).await;
     // Without the splits, the endpoint-less root fails fast.
     assert_eq!(send(&m, "GET", "/v2/books", &[]).await, 503);
-    let yaml = "\
-apiVersion: specs.smi-spec.io/v1alpha3
-kind: HTTPRouteGroup
-metadata: {name: v2-api, namespace: shop}
-spec:
-  matches:
-  - name: v2
-    pathRegex: /v2(/.*)?
-    methods: [GET]
----
-apiVersion: split.smi-spec.io/v1alpha3
-kind: TrafficSplit
-metadata: {name: api-v2-paths, namespace: shop}
-spec:
-  service: api
-  matches: [{kind: HTTPRouteGroup, name: v2-api}]
-  backends: [{service: api-v2, weight: 1}]
----
-apiVersion: split.smi-spec.io/v1alpha2
-kind: TrafficSplit
-metadata: {name: api-rollout, namespace: shop}
-spec:
-  service: api
-  backends: [{service: api-v1, weight: 1}]
-";
-    write(m.config.path(), "splits.yaml", yaml);
+    // GET /v2 and below follow a v1alpha3 split to `api-v2`; the rest a
+    // matchless v1alpha2 split to `api-v1`.
+    let v2_paths = "  - name: v2\n    pathRegex: /v2(/.*)?\n    methods: [GET]\n";
+    let yaml = [
+        route_group_yaml("v1alpha3", "v2-api", v2_paths),
+        traffic_split_yaml(
+            "v1alpha3",
+            "api-v2-paths",
+            Some("v2-api"),
+            &[("api-v2", "1")],
+        ),
+        traffic_split_yaml("v1alpha2", "api-rollout", None, &[("api-v1", "1")]),
+    ]
+    .join("---\n");
+    write_atomic(m.config.path(), "splits.yaml", &yaml).unwrap();
     until_canary(&m, "GET", "/v2/books", &[]).await;
 
     assert_eq!(count(&m, 100, "GET", "/v2/books", &[]).await, (0, 100));
@@ -334,11 +269,12 @@ spec:
 async fn an_invalid_match_is_reported_and_the_service_keeps_working() {
     let m = mesh(true).await;
     // The split names a route group that does not exist.
-    write(
+    write_atomic(
         m.config.path(),
         "split.yaml",
         &canary_split("no-such-group"),
-    );
+    )
+    .unwrap();
     let deadline = Instant::now() + WAIT;
     let needle = "unknown HTTPRouteGroup shop/no-such-group";
     // Requests make the proxy ask for the policy; the controller logs why
@@ -364,11 +300,12 @@ async fn an_invalid_match_is_reported_and_the_service_keeps_working() {
 
     // Once the group exists (here under the referenced name), the split
     // applies.
-    write(
+    write_atomic(
         m.config.path(),
         "group.yaml",
         &canary_group("true").replace("canary-users", "no-such-group"),
-    );
+    )
+    .unwrap();
     until_canary(&m, "GET", "/", &[("x-canary", "true")]).await;
     assert_eq!(
         count(&m, 50, "GET", "/", &[("x-canary", "true")]).await,

@@ -181,6 +181,35 @@ impl TestControlPlane {
             .map_err(|e| self.explain(e))
     }
 
+    /// Creates a namespace and waits for its `default` ServiceAccount (see
+    /// [`wait_for_service_account`](Self::wait_for_service_account)), so
+    /// that Pods can be created in it right away.
+    pub async fn create_namespace_for_pods(&self, name: &str) -> Result<Namespace> {
+        let ns = self.create_namespace(name).await?;
+        self.wait_for_service_account(name, "default").await?;
+        Ok(ns)
+    }
+
+    /// Creates ServiceAccount `ns/name`: an identity to request tokens for
+    /// or to run Pods as. Its token Secret comes later (when the
+    /// controller-manager runs): wait for it with
+    /// [`wait_for_service_account`](Self::wait_for_service_account) where
+    /// that matters.
+    pub async fn create_service_account(&self, ns: &str, name: &str) -> Result<ServiceAccount> {
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client(), ns);
+        api.create(&PostParams::default(), &sa)
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
     /// Waits until ServiceAccount `ns/name` exists and, when the
     /// controller-manager runs, has its token Secret. Kubernetes 1.20's
     /// ServiceAccount admission rejects Pods until then, so call this (for

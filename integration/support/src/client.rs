@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
@@ -47,6 +47,18 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `GET uri` through a proxy: sent over a new HTTP/1.1 connection to its
+/// outbound listener `outbound` with `uri` absolute (proxy-form, as an
+/// `http_proxy` client sends it), so the proxy routes by `uri` alone.
+/// Returns the status and the whole body, so the connection is done with
+/// when it returns.
+pub async fn get_through(outbound: SocketAddr, uri: &str) -> anyhow::Result<(u16, String)> {
+    let req = Request::get(uri).body(Empty::<Bytes>::new())?;
+    let rsp = send_h1(outbound, req).await?;
+    let status = rsp.status().as_u16();
+    Ok((status, body_string(rsp).await?))
 }
 
 /// Collects a response body as a string.

@@ -1,6 +1,6 @@
 //! `weft-controller` as a real child process, with its own CA material.
 
-use crate::proxy::ProxyBuilder;
+use crate::proxy::{ProxyBuilder, ProxyProcess};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -230,6 +230,51 @@ impl ControllerProcess {
             &self.token(ns, sa)?,
             &self.anchors(),
         ))
+    }
+
+    /// A proxy builder with identity `ns/sa` that also resolves names
+    /// through this controller's destination service: a client pod's
+    /// proxy in a mesh fed by this controller.
+    pub fn client_proxy(
+        &self,
+        proxy_bin: &Path,
+        ns: &str,
+        sa: &str,
+    ) -> anyhow::Result<ProxyBuilder> {
+        Ok(self
+            .proxy(proxy_bin, ns, sa)?
+            .env("WEFT_PROXY_DESTINATION_ADDR", self.destination_addr))
+    }
+
+    /// A proxy builder with identity `ns/sa` forwarding its inbound
+    /// traffic to `app`: a meshed pod, reached at the proxy's inbound
+    /// address.
+    pub fn pod_proxy(
+        &self,
+        proxy_bin: &Path,
+        ns: &str,
+        sa: &str,
+        app: SocketAddr,
+    ) -> anyhow::Result<ProxyBuilder> {
+        Ok(self
+            .proxy(proxy_bin, ns, sa)?
+            .env("WEFT_PROXY_INBOUND_FORWARD", app))
+    }
+
+    /// Starts one [`pod_proxy`](Self::pod_proxy) per app, in order: the
+    /// meshed replicas of a service.
+    pub async fn meshed_pods(
+        &self,
+        proxy_bin: &Path,
+        ns: &str,
+        sa: &str,
+        apps: &[SocketAddr],
+    ) -> anyhow::Result<Vec<ProxyProcess>> {
+        let mut pods = Vec::with_capacity(apps.len());
+        for app in apps {
+            pods.push(self.pod_proxy(proxy_bin, ns, sa, *app)?.spawn().await?);
+        }
+        Ok(pods)
     }
 
     /// A proxy builder claiming `name` with `token` and trusting `anchors`.

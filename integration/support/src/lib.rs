@@ -6,7 +6,9 @@
 
 pub mod backend;
 pub mod client;
+pub mod command;
 pub mod controller;
+pub mod grpc;
 pub mod metrics;
 pub mod netns;
 pub mod proxy;
@@ -21,4 +23,26 @@ pub fn free_addr() -> SocketAddr {
     listener
         .local_addr()
         .expect("local address of a bound socket")
+}
+
+/// The `weft-proxy` binary Cargo built for the calling integration test, as
+/// a `&'static Path`. A macro because `CARGO_BIN_EXE_weft-proxy` is set only
+/// while Cargo compiles weft-proxy's own tests: expanded there, it names
+/// the binary of that build, and Cargo builds it before the test runs.
+#[macro_export]
+macro_rules! proxy_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_weft-proxy"))
+    };
+}
+
+/// The `weft-controller` binary beside [`proxy_bin!`]'s, as a `PathBuf`.
+/// Cargo does not build another package's binaries for a test: it is there
+/// once the workspace is built, and
+/// [`ControllerProcess`](controller::ControllerProcess) says so when not.
+#[macro_export]
+macro_rules! controller_bin {
+    () => {
+        $crate::proxy_bin!().with_file_name("weft-controller")
+    };
 }

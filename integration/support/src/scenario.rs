@@ -18,7 +18,7 @@ use http::Request;
 use http_body_util::Empty;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -91,23 +91,80 @@ impl<'a> Replica<'a> {
 /// TrafficSplit `api-rollout` in [`NS`]: apex `api`, backends `api-v1` and
 /// `api-v2` with `weights` as written (`"90"`, or `"900m"` in v1alpha1).
 pub fn split_yaml(version: &str, [w1, w2]: [&str; 2]) -> String {
-    format!(
+    traffic_split_yaml(
+        version,
+        "api-rollout",
+        None,
+        &[("api-v1", w1), ("api-v2", w2)],
+    )
+}
+
+/// TrafficSplit `name` in [`NS`] (`split.smi-spec.io/{version}`) of the
+/// apex Service `api` over `backends` (`(service, weight)`, weights as
+/// written). With `route_group`, only requests matching that
+/// HTTPRouteGroup follow it (`matches`, v1alpha3 and later).
+pub fn traffic_split_yaml(
+    version: &str,
+    name: &str,
+    route_group: Option<&str>,
+    backends: &[(&str, &str)],
+) -> String {
+    let mut y = format!(
         "apiVersion: split.smi-spec.io/{version}\nkind: TrafficSplit\n\
-         metadata: {{name: api-rollout, namespace: {NS}}}\nspec:\n  service: api\n  backends:\n  \
-         - {{service: api-v1, weight: {w1}}}\n  - {{service: api-v2, weight: {w2}}}\n"
+         metadata: {{name: {name}, namespace: {NS}}}\nspec:\n  service: api\n"
+    );
+    if let Some(group) = route_group {
+        y.push_str(&format!(
+            "  matches:\n  - {{kind: HTTPRouteGroup, name: {group}}}\n"
+        ));
+    }
+    y.push_str("  backends:\n");
+    for (service, weight) in backends {
+        y.push_str(&format!("  - {{service: {service}, weight: {weight}}}\n"));
+    }
+    y
+}
+
+/// HTTPRouteGroup `name` in [`NS`] (`specs.smi-spec.io/{version}`) whose
+/// `spec.matches` are `matches`: YAML list items indented by two spaces.
+pub fn route_group_yaml(version: &str, name: &str, matches: &str) -> String {
+    format!(
+        "apiVersion: specs.smi-spec.io/{version}\nkind: HTTPRouteGroup\n\
+         metadata: {{name: {name}, namespace: {NS}}}\nspec:\n  matches:\n{matches}"
+    )
+}
+
+/// The ServiceProfile of Service `service` in [`NS`], named by the
+/// Service's FQDN as the controller looks it up, with `spec`: the YAML
+/// under `spec:`, indented by two spaces.
+pub fn service_profile_yaml(service: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\n\
+         metadata: {{name: {service}.{NS}.svc.cluster.local, namespace: {NS}}}\nspec:\n{spec}"
     )
 }
 
 /// Service `name` in [`NS`] (port 80 named `http`, target port 8080) and
 /// its Endpoints, one subset per endpoint (their ports differ on
 /// loopback). With `meshed_as: Some(sa)` each endpoint is Pod
-/// `NAME-PORT`, annotated `linkerd.io/inject: enabled` with ServiceAccount
-/// `sa` (so the controller announces its identity); with `None` the
-/// addresses are plain. No endpoints: the Service exists, empty.
+/// `NAME-PORT`, a [`meshed_pod_yaml`] of ServiceAccount `sa` (so the
+/// controller announces its identity); with `None` the addresses are
+/// plain. No endpoints: the Service exists, empty.
 pub fn service_yaml(name: &str, endpoints: &[SocketAddr], meshed_as: Option<&str>) -> String {
+    named_port_service_yaml(name, "http", endpoints, meshed_as)
+}
+
+/// Like [`service_yaml`], with the port named `port` in the Service and
+/// its Endpoints (the two must agree), e.g. `grpc`.
+pub fn named_port_service_yaml(
+    name: &str,
+    port: &str,
+    endpoints: &[SocketAddr],
+    meshed_as: Option<&str>,
+) -> String {
     let mut y = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  \
-         ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: v1\n\
+         ports:\n  - {{name: {port}, port: 80, targetPort: 8080}}\n---\napiVersion: v1\n\
          kind: Endpoints\nmetadata: {{name: {name}, namespace: {NS}}}\nsubsets:\n"
     );
     for addr in endpoints {
@@ -119,23 +176,38 @@ pub fn service_yaml(name: &str, endpoints: &[SocketAddr], meshed_as: Option<&str
             None => String::new(),
         };
         y.push_str(&format!(
-            "- addresses: [{{ip: {}{target}}}]\n  ports: [{{name: http, port: {}}}]\n",
+            "- addresses: [{{ip: {}{target}}}]\n  ports: [{{name: {port}, port: {}}}]\n",
             addr.ip(),
             addr.port()
         ));
     }
     if endpoints.is_empty() {
-        y.push_str("- addresses: []\n  ports: [{name: http, port: 8080}]\n");
+        y.push_str(&format!(
+            "- addresses: []\n  ports: [{{name: {port}, port: 8080}}]\n"
+        ));
     }
     if let Some(sa) = meshed_as {
         for addr in endpoints {
-            y.push_str(&format!(
-                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-{}\n  namespace: {NS}\n  \
-                 annotations: {{linkerd.io/inject: enabled}}\nspec:\n  serviceAccountName: {sa}\n  \
-                 containers: [{{name: app, image: {name}}}]\n",
-                addr.port()
-            ));
+            let pod = format!("{name}-{}", addr.port());
+            y.push_str("---\n");
+            y.push_str(&meshed_pod_yaml(&pod, sa, None));
         }
+    }
+    y
+}
+
+/// Pod `name` in [`NS`] of ServiceAccount `sa`, annotated
+/// `linkerd.io/inject: enabled`: a meshed pod, whose identity the
+/// controller announces. With `ip` it is running at that address
+/// (`status.podIP`), so the controller also knows it by address.
+pub fn meshed_pod_yaml(name: &str, sa: &str, ip: Option<IpAddr>) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NS}\n  \
+         annotations: {{linkerd.io/inject: enabled}}\nspec:\n  serviceAccountName: {sa}\n  \
+         containers: [{{name: app, image: app}}]\n"
+    );
+    if let Some(ip) = ip {
+        y.push_str(&format!("status: {{phase: Running, podIP: {ip}}}\n"));
     }
     y
 }
@@ -296,6 +368,34 @@ pub async fn under_load<T>(
     tokio::join!(load(proxy, clients, stop_rx), steps)
 }
 
+/// Runs `steps` under [`load`] from `clients` loops, as [`under_load`]
+/// does; the steps' error if they failed, else an error naming failed
+/// requests if any failed, else what the load saw.
+async fn under_load_without_failures(
+    proxy: &ProxyProcess,
+    clients: usize,
+    steps: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<LoadResult> {
+    let (load, steps) = under_load(proxy, clients, steps).await;
+    steps?;
+    load.check_no_failures()?;
+    Ok(load)
+}
+
+/// `replicas` as the `N` a scenario needs, or an error saying so.
+fn exactly<'r, 'a, const N: usize>(
+    replicas: &'r [Replica<'a>],
+) -> anyhow::Result<&'r [Replica<'a>; N]> {
+    replicas
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("needs {N} replicas, got {}", replicas.len()))
+}
+
+/// The endpoint addresses of `replicas`, for [`Discovery::set_endpoints`].
+fn addrs(replicas: &[Replica<'_>]) -> Vec<SocketAddr> {
+    replicas.iter().map(|r| r.addr).collect()
+}
+
 fn counts(replicas: &[Replica<'_>]) -> Vec<usize> {
     replicas.iter().map(|r| r.backend.requests()).collect()
 }
@@ -411,8 +511,7 @@ pub async fn scale_and_replace_under_load<D: Discovery>(
     proxy: &ProxyProcess,
     replicas: &[Replica<'_>],
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(replicas.len() == 7, "needs 7 replicas");
-    let addrs = |r: &[Replica<'_>]| r.iter().map(|r| r.addr).collect::<Vec<_>>();
+    let replicas = exactly::<7>(replicas)?;
     d.set_endpoints("api", &addrs(&replicas[..1])).await?;
     wait_for("the first endpoint to serve", || async {
         Ok(request(proxy, API).await?.status() == 200)
@@ -431,9 +530,7 @@ pub async fn scale_and_replace_under_load<D: Discovery>(
         eprintln!("replacement: new ones serve after {t:?}, the old one quiet {q:?} later");
         Ok(())
     };
-    let (load, steps) = under_load(proxy, 4, steps).await;
-    steps?;
-    load.check_no_failures()?;
+    let load = under_load_without_failures(proxy, 4, steps).await?;
     anyhow::ensure!(load.ok > 200, "only {} requests", load.ok);
     eprintln!("scale and replace: {} requests, none failed", load.ok);
     Ok(())
@@ -503,9 +600,7 @@ pub async fn controller_outage_under_load<D: Discovery>(
     proxy: &ProxyProcess,
     replicas: &[Replica<'_>],
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(replicas.len() == 4, "needs 4 replicas");
-    let (old, new) = replicas.split_at(2);
-    let addrs = |r: &[Replica<'_>]| r.iter().map(|r| r.addr).collect::<Vec<_>>();
+    let (old, new) = exactly::<4>(replicas)?.split_at(2);
     d.set_endpoints("api", &addrs(old)).await?;
     until_both_serve(proxy, old[0].backend, old[1].backend).await?;
     let steps = async {
@@ -526,9 +621,7 @@ pub async fn controller_outage_under_load<D: Discovery>(
         );
         Ok(())
     };
-    let (load, steps) = under_load(proxy, 4, steps).await;
-    steps?;
-    load.check_no_failures()?;
+    let load = under_load_without_failures(proxy, 4, steps).await?;
     eprintln!("controller outage: {} requests, none failed", load.ok);
     Ok(())
 }
