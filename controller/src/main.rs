@@ -415,7 +415,7 @@ async fn start_feed(
 ) -> Result<Option<store::Store>, StartError> {
     if let Some(client) = kube {
         let objects = store::Store::new();
-        let feed = feed::kube::KubeFeed::start(client, &objects).await;
+        let feed = feed::kube::KubeFeed::start(client, &objects, &args.cluster_domain).await;
         let late = feed.wait_first_sync(KUBE_FIRST_SYNC).await;
         let snap = objects.snapshot();
         let (services, endpoints, pods, service_accounts) = snap.counts();
@@ -467,6 +467,14 @@ async fn start_feed(
         "file feed started"
     );
     tokio::spawn(feed.run(args.config_poll_interval));
+    // No cluster to publish Events to: TrafficSplit reference problems
+    // (unknown Services or route groups, self-references) are only logged.
+    tokio::spawn(feed::events::check_splits(
+        objects.clone(),
+        args.cluster_domain.clone(),
+        None,
+        async {},
+    ));
     Ok(Some(objects))
 }
 

@@ -202,27 +202,7 @@ fn route(
     target: &Target,
     cluster_domain: &str,
 ) -> Result<HttpRoute, RuleError> {
-    let mut matches = Vec::new();
-    let mut groups = Vec::new();
-    for (index, reference) in split.matches.iter().enumerate() {
-        let group_key = ObjectKey::new(&key.namespace, &reference.name);
-        let group =
-            snap.http_route_groups
-                .get(&group_key)
-                .ok_or_else(|| RuleError::UnknownRouteGroup {
-                    index,
-                    group: group_key.to_string(),
-                })?;
-        for (i, m) in group.spec.matches.iter().enumerate() {
-            matches.extend(route_matches(&group_key, i, m)?);
-        }
-        groups.push(group_key.to_string());
-    }
-    if matches.is_empty() {
-        return Err(RuleError::NoMatches {
-            groups: groups.join(", "),
-        });
-    }
+    let matches = rule_matches(snap, key, split)?;
     let parts: Vec<u64> = split.backends.iter().map(|b| u64::from(b.weight)).collect();
     let backends = split
         .backends
@@ -255,6 +235,41 @@ fn route(
             ..Default::default()
         }],
     })
+}
+
+/// The request matches of a split's rule: every match of every
+/// HTTPRouteGroup it references. Errors when a reference cannot be
+/// resolved (unknown group, no matches at all, an invalid regex or header
+/// name). Used by [`route`] and by the Kubernetes feed's reference checks
+/// (`feed::events`), so a split is reported exactly when the policy leaves
+/// it out.
+pub(crate) fn rule_matches(
+    snap: &Snapshot,
+    key: &ObjectKey,
+    split: &Split,
+) -> Result<Vec<HttpRouteMatch>, RuleError> {
+    let mut matches = Vec::new();
+    let mut groups = Vec::new();
+    for (index, reference) in split.matches.iter().enumerate() {
+        let group_key = ObjectKey::new(&key.namespace, &reference.name);
+        let group =
+            snap.http_route_groups
+                .get(&group_key)
+                .ok_or_else(|| RuleError::UnknownRouteGroup {
+                    index,
+                    group: group_key.to_string(),
+                })?;
+        for (i, m) in group.spec.matches.iter().enumerate() {
+            matches.extend(route_matches(&group_key, i, m)?);
+        }
+        groups.push(group_key.to_string());
+    }
+    if matches.is_empty() {
+        return Err(RuleError::NoMatches {
+            groups: groups.join(", "),
+        });
+    }
+    Ok(matches)
 }
 
 /// One SMI match: one `HttpRouteMatch` per method (any method: one

@@ -162,11 +162,19 @@ pub(super) fn splits_of<'s: 'q, 'q>(
     snap.traffic_splits
         .range(ObjectKey::new(&target.namespace, "")..)
         .take_while(|(k, _)| k.namespace == target.namespace)
-        .filter(move |(_, split)| {
-            let apex = split.service.trim_end_matches('.');
-            apex == target.service || apex == fqn
-        })
+        .filter(move |(_, split)| names_service(&split.service, target, fqn))
         .map(|(k, split)| (k, split.as_ref()))
+}
+
+/// Whether a split's `spec.service` (`name`) names `target`'s Service:
+/// its short name or its FQDN `fqn`, one trailing dot ignored. The one
+/// rule for "this split is that Service's", shared by [`splits_of`] and
+/// the feed's reference checks (`feed::events`), so a split reported as
+/// self-referencing or as naming no Service is exactly one the
+/// translation would treat that way.
+pub(crate) fn names_service(name: &str, target: &Target, fqn: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name == target.service || name == fqn
 }
 
 /// The TrafficSplit that applies to every request for `target`: one of

@@ -31,17 +31,25 @@
 //! older version are served as v1alpha4 unchanged (the CRD has no
 //! conversion webhook), which `weft-smi-crds` accepts: weights may still
 //! be quantities such as `900m`.
+//!
+//! A rejected object is also reported as a `Warning` Kubernetes Event
+//! regarding it (`Invalid<Kind>`), and a TrafficSplit reconciler checks the
+//! stored splits' references (unknown Services or HTTPRouteGroups,
+//! self-references) after every change; see [`super::events`]. Events are
+//! queued, never awaited, so they cannot slow a watch loop.
 
+use super::events::{self, ClusterSink, Events, Refs, Warning};
 use super::{check, key_of, Checked};
 use crate::store::{Kind, Object, ObjectKey, Store};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,21 +156,60 @@ impl EndpointsSource {
 #[derive(Debug)]
 pub struct KubeFeed {
     first: Vec<(Kind, oneshot::Receiver<()>)>,
+    /// Starts the TrafficSplit reconciler once start-up has waited for the
+    /// first lists (or dropped the feed), so no split is judged against a
+    /// half-listed store.
+    synced: Option<oneshot::Sender<()>>,
+}
+
+/// Where one watcher reports besides the store.
+#[derive(Clone, Debug, Default)]
+struct Report {
+    /// Events about rejected objects (the custom kinds).
+    events: Option<Events>,
+    /// `regarding` references of the stored objects (TrafficSplits only).
+    refs: Option<Refs>,
 }
 
 // === impl KubeFeed ===
 
 impl KubeFeed {
     /// Picks the endpoints source ([`EndpointsSource::detect`]) and spawns
-    /// one watcher per kind, writing to `store`. Must run inside a Tokio
-    /// runtime; the watchers live as long as the process.
-    pub async fn start(client: &Client, store: &Store) -> Self {
+    /// one watcher per kind, writing to `store`, plus the Event publisher
+    /// and the TrafficSplit reconciler ([`events::check_splits`], judging
+    /// names in `cluster_domain`). Must run inside a Tokio runtime; the
+    /// tasks live as long as the process.
+    pub async fn start(client: &Client, store: &Store, cluster_domain: &str) -> Self {
         let source = EndpointsSource::detect(client).await;
-        Self::start_with(client, store, source)
+        Self::start_with(client, store, source, cluster_domain)
     }
 
     /// Like [`start`](Self::start) with the endpoints source given.
-    pub fn start_with(client: &Client, store: &Store, source: EndpointsSource) -> Self {
+    pub fn start_with(
+        client: &Client,
+        store: &Store,
+        source: EndpointsSource,
+        cluster_domain: &str,
+    ) -> Self {
+        let events = Events::start(client.clone());
+        let refs = Refs::default();
+        let custom = Report {
+            events: Some(events.clone()),
+            refs: None,
+        };
+        let splits = Report {
+            events: Some(events.clone()),
+            refs: Some(refs.clone()),
+        };
+        let (synced, start_checks) = oneshot::channel::<()>();
+        tokio::spawn(events::check_splits(
+            store.clone(),
+            cluster_domain.to_owned(),
+            Some(ClusterSink { events, refs }),
+            async move {
+                let _ = start_checks.await;
+            },
+        ));
         let mut first = Vec::new();
         let mut spawn = |kind: Kind, rx| first.push((kind, rx));
         spawn(
@@ -171,6 +218,7 @@ impl KubeFeed {
                 Api::<Service>::all(client.clone()),
                 Kind::Service,
                 store,
+                Report::default(),
                 |o| Ok(Object::Service(Arc::new(o))),
             ),
         );
@@ -181,6 +229,7 @@ impl KubeFeed {
                     Api::<EndpointSlice>::all(client.clone()),
                     Kind::EndpointSlice,
                     store,
+                    Report::default(),
                     |o| Ok(Object::EndpointSlice(Arc::new(o))),
                 ),
             ),
@@ -190,15 +239,20 @@ impl KubeFeed {
                     Api::<Endpoints>::all(client.clone()),
                     Kind::Endpoints,
                     store,
+                    Report::default(),
                     |o| Ok(Object::Endpoints(Arc::new(o))),
                 ),
             ),
         }
         spawn(
             Kind::Pod,
-            spawn_watch(Api::<Pod>::all(client.clone()), Kind::Pod, store, |o| {
-                Ok(Object::Pod(Arc::new(o)))
-            }),
+            spawn_watch(
+                Api::<Pod>::all(client.clone()),
+                Kind::Pod,
+                store,
+                Report::default(),
+                |o| Ok(Object::Pod(Arc::new(o))),
+            ),
         );
         spawn(
             Kind::ServiceAccount,
@@ -206,21 +260,28 @@ impl KubeFeed {
                 Api::<ServiceAccount>::all(client.clone()),
                 Kind::ServiceAccount,
                 store,
+                Report::default(),
                 |o| Ok(Object::ServiceAccount(Arc::new(o))),
             ),
         );
         spawn(
             Kind::ServiceProfile,
-            spawn_custom::<ServiceProfile>(client, Kind::ServiceProfile, store, |o| {
-                checked(
-                    decode::<ServiceProfile>(o, Kind::ServiceProfile)
-                        .map(|sp| AnyObject::ServiceProfile(Box::new(sp)))?,
-                )
-            }),
+            spawn_custom::<ServiceProfile>(
+                client,
+                Kind::ServiceProfile,
+                store,
+                custom.clone(),
+                |o| {
+                    checked(
+                        decode::<ServiceProfile>(o, Kind::ServiceProfile)
+                            .map(|sp| AnyObject::ServiceProfile(Box::new(sp)))?,
+                    )
+                },
+            ),
         );
         spawn(
             Kind::TrafficSplit,
-            spawn_custom::<TrafficSplit>(client, Kind::TrafficSplit, store, |o| {
+            spawn_custom::<TrafficSplit>(client, Kind::TrafficSplit, store, splits, |o| {
                 checked(
                     decode::<TrafficSplit>(o, Kind::TrafficSplit).map(|ts| {
                         AnyObject::TrafficSplit(Box::new(AnyTrafficSplit::V1alpha4(ts)))
@@ -230,7 +291,7 @@ impl KubeFeed {
         );
         spawn(
             Kind::HttpRouteGroup,
-            spawn_custom::<HTTPRouteGroup>(client, Kind::HttpRouteGroup, store, |o| {
+            spawn_custom::<HTTPRouteGroup>(client, Kind::HttpRouteGroup, store, custom, |o| {
                 checked(
                     decode::<HTTPRouteGroup>(o, Kind::HttpRouteGroup)
                         .map(|rg| AnyObject::HttpRouteGroup(Box::new(rg)))?,
@@ -247,13 +308,17 @@ impl KubeFeed {
             custom = %custom.join(", "),
             "kubernetes feed: watching all namespaces"
         );
-        Self { first }
+        Self {
+            first,
+            synced: Some(synced),
+        }
     }
 
     /// Waits until every watcher has finished its first list or reported
     /// its first error (a missing CRD counts), at most `timeout`, so the
     /// first `Get` after start-up sees the cluster instead of an empty
     /// store. Returns the kinds that were not ready in time.
+    /// Then starts the TrafficSplit reconciler.
     pub async fn wait_first_sync(self, timeout: Duration) -> Vec<Kind> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut late = Vec::new();
@@ -261,6 +326,9 @@ impl KubeFeed {
             if tokio::time::timeout_at(deadline, rx).await.is_err() {
                 late.push(kind);
             }
+        }
+        if let Some(synced) = self.synced {
+            let _ = synced.send(());
         }
         late
     }
@@ -285,10 +353,25 @@ pub fn custom_api_versions() -> [(Kind, String); 3] {
     ]
 }
 
+/// The `apiVersion` of a kind as the feed watches it (for Events'
+/// `regarding`).
+fn api_version(kind: Kind) -> String {
+    match kind {
+        Kind::Service | Kind::Endpoints | Kind::Pod | Kind::ServiceAccount => "v1".to_owned(),
+        Kind::EndpointSlice => EndpointSlice::api_version(&()).into_owned(),
+        custom => custom_api_versions()
+            .into_iter()
+            .find(|(k, _)| *k == custom)
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+    }
+}
+
 fn spawn_custom<T: Resource<DynamicType = ()>>(
     client: &Client,
     kind: Kind,
     store: &Store,
+    report: Report,
     convert: Convert<DynamicObject>,
 ) -> oneshot::Receiver<()> {
     let ar = ApiResource::erase::<T>(&());
@@ -296,6 +379,7 @@ fn spawn_custom<T: Resource<DynamicType = ()>>(
         Api::<DynamicObject>::all_with(client.clone(), &ar),
         kind,
         store,
+        report,
         convert,
     )
 }
@@ -304,13 +388,14 @@ fn spawn_watch<K>(
     api: Api<K>,
     kind: Kind,
     store: &Store,
+    report: Report,
     convert: Convert<K>,
 ) -> oneshot::Receiver<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(watch(api, kind, store.clone(), convert, tx));
+    tokio::spawn(watch(api, kind, store.clone(), report, convert, tx));
     rx
 }
 
@@ -365,32 +450,63 @@ fn not_served(error: &watcher::Error) -> bool {
     status.code == 404 || status.is_not_found()
 }
 
-/// Converts one watched object. An object that cannot be stored is
-/// logged with its field paths; the result is then its previous valid
-/// version from the store (if any), which the caller keeps.
+/// The note ending of an Event about a rejected object.
+const REJECTED: &str = "rejected by weft-controller; the object's previous valid version (if any) \
+                        stays in force";
+
+/// Converts one watched object, with its `regarding` reference when the
+/// watcher reports Events or keeps references. An object that cannot be
+/// stored is logged with its field paths and, with Events, queued as a
+/// `Warning` Event `Invalid<Kind>` (deduplicated by object,
+/// `resourceVersion` and message, so a relist publishes nothing new); the
+/// result is then its previous valid version from the store (if any),
+/// which the caller keeps.
 fn accept<K: Resource>(
     kind: Kind,
     store: &Store,
+    report: &Report,
     mut o: K,
     convert: Convert<K>,
-) -> Result<Object, Option<Object>> {
+) -> Result<(Object, Option<ObjectReference>), Option<Object>> {
     let Some(key) = key(&o) else {
         tracing::debug!(%kind, "skipping an object without metadata.name");
         return Err(None);
     };
     // Nothing reads managedFields; not keeping them saves memory.
     o.meta_mut().managed_fields = None;
-    convert(o).map_err(|error| {
-        let previous = store.snapshot().get(kind, &key);
-        tracing::warn!(
-            %kind,
-            object = %key,
-            errors = %error,
-            kept_previous = previous.is_some(),
-            "invalid object rejected; its previous valid version (if any) stays in force"
-        );
-        previous
-    })
+    let reference = (report.events.is_some() || report.refs.is_some()).then(|| {
+        let meta = o.meta();
+        events::reference(
+            kind,
+            &api_version(kind),
+            &key,
+            meta.uid.clone(),
+            meta.resource_version.clone(),
+        )
+    });
+    match convert(o) {
+        Ok(object) => Ok((object, reference)),
+        Err(error) => {
+            let previous = store.snapshot().get(kind, &key);
+            tracing::warn!(
+                %kind,
+                object = %key,
+                errors = %error,
+                kept_previous = previous.is_some(),
+                "invalid object rejected; its previous valid version (if any) stays in force"
+            );
+            let reportable = !matches!(error, ObjectError::Unstored(_));
+            if let (Some(events), Some(regarding), true) = (&report.events, reference, reportable) {
+                events.warn(Warning::new(
+                    regarding,
+                    format!("Invalid{kind}"),
+                    events::ACTION_REJECT,
+                    &format!("{error}; {REJECTED}"),
+                ));
+            }
+            Err(previous)
+        }
+    }
 }
 
 /// One kind's watch loop: feeds events into the store until the process
@@ -399,6 +515,7 @@ async fn watch<K>(
     api: Api<K>,
     kind: Kind,
     store: Store,
+    report: Report,
     convert: Convert<K>,
     first: oneshot::Sender<()>,
 ) where
@@ -407,21 +524,48 @@ async fn watch<K>(
     let mut first = Some(first);
     let mut missing = false;
     let mut relist: Option<Vec<Object>> = None;
+    // With `report.refs`: the references of the objects being relisted.
+    let mut relist_refs: HashMap<ObjectKey, ObjectReference> = HashMap::new();
     let mut stream = watcher::watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS))
         .default_backoff()
         .boxed();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => relist = Some(Vec::new()),
+            Ok(Event::Init) => {
+                relist = Some(Vec::new());
+                relist_refs.clear();
+            }
             Ok(Event::InitApply(o)) => {
-                let object = accept(kind, &store, o, convert).or_else(|prev| prev.ok_or(()));
-                if let (Some(buf), Ok(object)) = (relist.as_mut(), object) {
-                    buf.push(object);
+                let object_key = key(&o);
+                let accepted = accept(kind, &store, &report, o, convert);
+                let Some(buf) = relist.as_mut() else {
+                    continue;
+                };
+                match accepted {
+                    Ok((object, reference)) => {
+                        if let (Some(_), Some(k), Some(r)) = (&report.refs, object_key, reference) {
+                            relist_refs.insert(k, r);
+                        }
+                        buf.push(object);
+                    }
+                    // Rejected: the stored version stays, with its reference.
+                    Err(Some(previous)) => {
+                        if let (Some(refs), Some(k)) = (&report.refs, object_key) {
+                            if let Some(r) = refs.get(&k) {
+                                relist_refs.insert(k, r);
+                            }
+                        }
+                        buf.push(previous);
+                    }
+                    Err(None) => {}
                 }
             }
             Ok(Event::InitDone) => {
                 let objects = relist.take().unwrap_or_default();
                 let count = objects.len();
+                if let Some(refs) = &report.refs {
+                    refs.replace(std::mem::take(&mut relist_refs));
+                }
                 store.replace_kind(kind, objects);
                 if std::mem::take(&mut missing) {
                     tracing::info!(%kind, "kind is served now; watching it");
@@ -432,13 +576,22 @@ async fn watch<K>(
                 }
             }
             Ok(Event::Apply(o)) => {
-                if let Ok(object) = accept(kind, &store, o, convert) {
+                let object_key = key(&o);
+                if let Ok((object, reference)) = accept(kind, &store, &report, o, convert) {
+                    // The reference first: the reconciler reads it for
+                    // what the store then holds.
+                    if let (Some(refs), Some(k), Some(r)) = (&report.refs, object_key, reference) {
+                        refs.insert(k, r);
+                    }
                     store.upsert(object);
                 }
             }
             Ok(Event::Delete(o)) => {
                 if let Some(key) = key(&o) {
                     store.remove(kind, &key);
+                    if let Some(refs) = &report.refs {
+                        refs.remove(&key);
+                    }
                 }
             }
             Err(error) if not_served(&error) => {
@@ -560,6 +713,86 @@ mod tests {
             EndpointsSource::detect(&broken).await,
             EndpointsSource::Endpoints
         );
+    }
+
+    fn split_object(uid: &str, rv: &str, weights: [i64; 2]) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "split.smi-spec.io/v1alpha4",
+            "kind": "TrafficSplit",
+            "metadata": {"name": "s", "namespace": "shop", "uid": uid, "resourceVersion": rv},
+            "spec": {"service": "web", "backends": [
+                {"service": "web-v1", "weight": weights[0]},
+                {"service": "web-v2", "weight": weights[1]}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    fn convert_split(o: DynamicObject) -> Result<Object, ObjectError> {
+        checked(
+            decode::<TrafficSplit>(o, Kind::TrafficSplit)
+                .map(|ts| AnyObject::TrafficSplit(Box::new(AnyTrafficSplit::V1alpha4(ts))))?,
+        )
+    }
+
+    /// A relist delivers every object again with the same resourceVersion:
+    /// a rejected one is reported once; a rejected update is reported again.
+    #[tokio::test]
+    async fn rejected_objects_are_reported_once_per_version_and_message() {
+        let store = Store::new();
+        let (events, mut rx) = Events::channel(8, 8);
+        let report = Report {
+            events: Some(events),
+            refs: Some(Refs::default()),
+        };
+        let bad = || split_object("uid-1", "7", [0, 0]);
+        for _ in 0..3 {
+            let r = accept(Kind::TrafficSplit, &store, &report, bad(), convert_split);
+            assert!(matches!(r, Err(None)), "{r:?}");
+        }
+        let w = rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err(), "the same version is reported once");
+        assert_eq!(w.reason, "InvalidTrafficSplit");
+        assert_eq!(w.action, events::ACTION_REJECT);
+        let r = &w.regarding;
+        assert_eq!(r.kind.as_deref(), Some("TrafficSplit"));
+        assert_eq!(r.api_version.as_deref(), Some("split.smi-spec.io/v1alpha4"));
+        assert_eq!(
+            (r.namespace.as_deref(), r.name.as_deref()),
+            (Some("shop"), Some("s"))
+        );
+        assert_eq!(
+            (r.uid.as_deref(), r.resource_version.as_deref()),
+            (Some("uid-1"), Some("7"))
+        );
+        assert!(
+            w.note
+                .contains("spec.backends: all backend weights are zero"),
+            "{}",
+            w.note
+        );
+        assert!(w.note.contains("rejected by weft-controller"), "{}", w.note);
+        // Another rejected version is another Event.
+        let _ = accept(
+            Kind::TrafficSplit,
+            &store,
+            &report,
+            split_object("uid-1", "8", [-1, 1]),
+            convert_split,
+        );
+        assert!(rx.try_recv().unwrap().note.contains("negative weight"));
+        // A valid object is accepted with its reference, and no Event.
+        let (object, reference) = accept(
+            Kind::TrafficSplit,
+            &store,
+            &report,
+            split_object("uid-1", "9", [1, 1]),
+            convert_split,
+        )
+        .unwrap();
+        assert_eq!(object.kind(), Kind::TrafficSplit);
+        assert_eq!(reference.unwrap().resource_version.as_deref(), Some("9"));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

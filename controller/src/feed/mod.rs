@@ -5,8 +5,11 @@
 //! the mesh's own kinds with `weft-smi-crds` and pass them through
 //! [`check`], so an object the file feed rejects is rejected by the
 //! Kubernetes feed too, with the same field paths, and neither ever stores
-//! an invalid object.
+//! an invalid object. In cluster mode, rejected objects and TrafficSplits
+//! whose references do not resolve are also reported as Kubernetes Events
+//! ([`events`]).
 
+pub mod events;
 pub mod files;
 pub mod kube;
 
