@@ -47,6 +47,45 @@ use tonic::{Request, Response, Status};
 /// A stream of updates for one `Get` (or profiles for `GetProfile`).
 pub type UpdateStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// One stream's view of the store: the current snapshot first, then each
+/// new one as the store changes, until shutdown. Shared by every streaming
+/// RPC (`Get`, `GetProfile`, `OutboundPolicies.Watch`), which only differ
+/// in what they compute from a snapshot.
+pub(crate) struct Follower {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    started: bool,
+}
+
+// === impl Follower ===
+
+impl Follower {
+    /// Follows `store` until `shutdown` turns true.
+    pub(crate) fn new(store: &Store, shutdown: &watch::Receiver<bool>) -> Self {
+        Self {
+            snapshots: store.subscribe(),
+            shutdown: shutdown.clone(),
+            started: false,
+        }
+    }
+
+    /// The current snapshot on the first call, then the next changed one;
+    /// `None` once shutdown begins or the store is gone.
+    pub(crate) async fn next(&mut self) -> Option<Arc<Snapshot>> {
+        if *self.shutdown.borrow() {
+            return None;
+        }
+        if self.started {
+            tokio::select! {
+                changed = self.snapshots.changed() => changed.ok()?,
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+        self.started = true;
+        Some(self.snapshots.borrow_and_update().clone())
+    }
+}
+
 /// The destination service.
 #[derive(Clone, Debug)]
 pub struct DestinationService {
@@ -79,8 +118,7 @@ impl DestinationService {
 struct GetState {
     target: Authority,
     trust_domain: Arc<str>,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: watch::Receiver<bool>,
+    follower: Follower,
     sent: Option<Resolution>,
     pending: VecDeque<Update>,
 }
@@ -111,16 +149,7 @@ impl GetState {
             if let Some(u) = self.pending.pop_front() {
                 return Some(u);
             }
-            if *self.shutdown.borrow() {
-                return None;
-            }
-            if self.sent.is_some() {
-                tokio::select! {
-                    changed = self.snapshots.changed() => changed.ok()?,
-                    _ = self.shutdown.changed() => return None,
-                }
-            }
-            let snap = self.snapshots.borrow_and_update().clone();
+            let snap = self.follower.next().await?;
             self.advance(&snap);
         }
     }
@@ -131,8 +160,7 @@ struct ProfileState {
     target: Authority,
     cluster_domain: Arc<str>,
     trust_domain: Arc<str>,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: watch::Receiver<bool>,
+    follower: Follower,
     sent: Option<profile::Translation>,
 }
 
@@ -141,16 +169,7 @@ impl ProfileState {
     /// that differs from what was sent; `None` ends the stream.
     async fn next(&mut self) -> Option<DestinationProfile> {
         loop {
-            if *self.shutdown.borrow() {
-                return None;
-            }
-            if self.sent.is_some() {
-                tokio::select! {
-                    changed = self.snapshots.changed() => changed.ok()?,
-                    _ = self.shutdown.changed() => return None,
-                }
-            }
-            let snap = self.snapshots.borrow_and_update().clone();
+            let snap = self.follower.next().await?;
             let next = match &self.target {
                 Authority::Service(t) => profile::translate(&snap, t, &self.cluster_domain),
                 Authority::Pod(addr) => profile::Translation {
@@ -202,8 +221,7 @@ impl Destination for DestinationService {
         let state = GetState {
             target,
             trust_domain: self.trust_domain.clone(),
-            snapshots: self.store.subscribe(),
-            shutdown: self.shutdown.clone(),
+            follower: Follower::new(&self.store, &self.shutdown),
             sent: None,
             pending: VecDeque::new(),
         };
@@ -230,8 +248,7 @@ impl Destination for DestinationService {
             target,
             cluster_domain: self.cluster_domain.clone(),
             trust_domain: self.trust_domain.clone(),
-            snapshots: self.store.subscribe(),
-            shutdown: self.shutdown.clone(),
+            follower: Follower::new(&self.store, &self.shutdown),
             sent: None,
         };
         let stream =

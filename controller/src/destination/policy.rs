@@ -34,7 +34,7 @@
 
 use super::authority::{self, Authority, Target};
 use super::profile::{fully_qualified_name, linkerd_weights, splits_of};
-use super::UpdateStream;
+use super::{Follower, UpdateStream};
 use crate::store::{ObjectKey, Snapshot, Store};
 use linkerd2_proxy_api::http_route::{
     header_match, path_match, HeaderMatch, HttpRouteMatch, PathMatch,
@@ -448,8 +448,7 @@ impl OutboundPolicyService {
 struct WatchState {
     target: Authority,
     cluster_domain: Arc<str>,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: watch::Receiver<bool>,
+    follower: Follower,
     sent: Option<Translation>,
 }
 
@@ -460,16 +459,7 @@ impl WatchState {
     /// that differs from what was sent; `None` ends the stream.
     async fn next(&mut self) -> Option<OutboundPolicy> {
         loop {
-            if *self.shutdown.borrow() {
-                return None;
-            }
-            if self.sent.is_some() {
-                tokio::select! {
-                    changed = self.snapshots.changed() => changed.ok()?,
-                    _ = self.shutdown.changed() => return None,
-                }
-            }
-            let snap = self.snapshots.borrow_and_update().clone();
+            let snap = self.follower.next().await?;
             let next = translate_authority(&snap, &self.target, &self.cluster_domain);
             if self.sent.as_ref() == Some(&next) {
                 continue;
@@ -523,8 +513,7 @@ impl OutboundPolicies for OutboundPolicyService {
         let state = WatchState {
             target,
             cluster_domain: self.cluster_domain.clone(),
-            snapshots: self.store.subscribe(),
-            shutdown: self.shutdown.clone(),
+            follower: Follower::new(&self.store, &self.shutdown),
             sent: None,
         };
         let stream =
