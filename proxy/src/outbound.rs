@@ -9,6 +9,7 @@
 use crate::config::MeshedTargets;
 use crate::conn::{Side, Target};
 use crate::discovery::balance::{PeakEwma, Unavailable};
+use crate::discovery::policy::Policy;
 use crate::discovery::{pick_override, DiscoveredEndpoint, Discovery, Profile, Resolution};
 use crate::http::classify::Classifier;
 use crate::http::client::{Clients, Endpoint};
@@ -26,7 +27,7 @@ use crate::transport::listen::Accepted;
 use crate::HttpVersion;
 use http::{HeaderValue, Method, Request, Response, Version};
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -35,8 +36,6 @@ use std::time::{Duration, Instant};
 /// The most attempts one request may make; the retry budget normally
 /// stops retries long before.
 const MAX_ATTEMPTS: u32 = 10;
-
-const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// How long a DNS lookup of a request's authority may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -206,8 +205,13 @@ impl Router {
                         name: name.clone(),
                         endpoints,
                     };
-                    let profile = Profile::default();
-                    Ok(Ok(self.route_request(req, name, profile, backend).await))
+                    let logical = Logical {
+                        name,
+                        port,
+                        profile: Profile::default(),
+                        policy: None,
+                    };
+                    Ok(Ok(self.route_request(req, logical, backend).await))
                 }
                 _ => Err(req),
             };
@@ -215,47 +219,62 @@ impl Router {
         let name = format!("{}:{}", authority.host(), port);
         // The profile, the outbound policy and the endpoints are looked
         // up together.
-        let (profile, _, _) = tokio::join!(
+        let (profile, resolution, policy) = tokio::join!(
             discovery.profile(&name, DISCOVERY_TIMEOUT),
             discovery.resolve(&name, DISCOVERY_TIMEOUT),
             discovery.policy(&name, DISCOVERY_TIMEOUT)
         );
-        let profile = profile.unwrap_or_default();
-        let Some(backend) = self.backend(&name, port, &profile, head(&req)).await else {
+        let logical = Logical {
+            name,
+            port,
+            profile: profile.unwrap_or_default(),
+            policy,
+        };
+        let Some(backend) = self.backend(&logical, Some(resolution), head(&req)).await else {
             return Err(req);
         };
-        Ok(Ok(self.route_request(req, name, profile, backend).await))
+        Ok(Ok(self.route_request(req, logical, backend).await))
     }
 
     /// Chooses where one attempt goes: the backends of the first outbound
     /// policy rule the request matches (a TrafficSplit with `matches`),
     /// else the profile's TrafficSplit backends (by weight), else the name
     /// itself, with its current endpoints; `None` if that is not a service
-    /// the controller knows.
+    /// the controller knows. `own` is the name's resolution when the
+    /// caller already has it (the first attempt), saving a lookup.
     async fn backend(
         &self,
-        name: &str,
-        port: u16,
-        profile: &Profile,
+        logical: &Logical,
+        own: Option<Resolution>,
         head: Head<'_>,
     ) -> Option<Backend> {
         let (discovery, _) = self.discovery.as_ref()?;
-        // Already awaited (bounded) in `route_discovered`: don't wait again.
-        let policy = discovery.policy(name, Duration::ZERO).await;
-        let matched = policy
+        let matched = logical
+            .policy
             .as_deref()
             .and_then(|p| p.backends(head.method, head.uri, head.headers));
         let chosen = matched
-            .map_or_else(|| pick_override(&profile.dst_overrides), pick_override)
+            .map_or_else(
+                || pick_override(&logical.profile.dst_overrides),
+                pick_override,
+            )
             .map(|a| {
                 if a.contains(':') {
                     a.to_string()
                 } else {
-                    format!("{a}:{port}")
+                    format!("{a}:{}", logical.port)
                 }
-            });
-        let name = chosen.unwrap_or_else(|| name.to_string());
-        match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
+            })
+            .filter(|a| *a != logical.name);
+        let (name, resolution) = match (chosen, own) {
+            (None, Some(own)) => (logical.name.clone(), own),
+            (chosen, _) => {
+                let name = chosen.unwrap_or_else(|| logical.name.clone());
+                let resolution = discovery.resolve(&name, DISCOVERY_TIMEOUT).await;
+                (name, resolution)
+            }
+        };
+        match resolution {
             Resolution::Endpoints(endpoints) => Some(Backend { name, endpoints }),
             Resolution::Unknown | Resolution::Pending => None,
         }
@@ -268,16 +287,16 @@ impl Router {
     async fn route_request(
         &self,
         req: Request<BoxBody>,
-        name: String,
-        profile: Profile,
+        logical: Logical,
         backend: Backend,
     ) -> Response<BoxBody> {
-        let dst: Arc<str> = if profile.name.is_empty() {
-            name.as_str().into()
+        let dst: Arc<str> = if logical.profile.name.is_empty() {
+            logical.name.as_str().into()
         } else {
-            profile.name.clone()
+            logical.profile.name.clone()
         };
-        let route = profile
+        let route = logical
+            .profile
             .routes
             .route_for(req.method(), req.uri().path())
             .clone();
@@ -285,7 +304,7 @@ impl Router {
             .route_metrics
             .labels(Direction::Outbound, &dst, &route.name);
         let grpc = headers::is_grpc(req.headers());
-        let attempts = self.attempts(req, &name, &profile, &route, &labels, backend);
+        let attempts = self.attempts(req, &logical, &route, &labels, backend);
         let result = match route.timeout {
             Some(timeout) => tokio::time::timeout(timeout, attempts)
                 .await
@@ -315,8 +334,7 @@ impl Router {
     async fn attempts(
         &self,
         req: Request<BoxBody>,
-        name: &str,
-        profile: &Profile,
+        logical: &Logical,
         route: &ProfileRoute,
         labels: &RouteLabels,
         mut backend: Backend,
@@ -327,11 +345,11 @@ impl Router {
         if !retryable {
             return self.attempt(req, &backend, labels, &route.classes).await.0;
         }
-        let budget = profile.routes.budget();
+        let budget = logical.profile.routes.budget();
         budget.deposit();
         let (parts, body) = req.into_parts();
-        let kept = match ReplayBody::new(body, MAX_REPLAY_BYTES) {
-            Ok(kept) => kept,
+        let mut body = match ReplayBody::new(body, MAX_REPLAY_BYTES) {
+            Ok(body) => body,
             Err(body) => {
                 // Known to be too large: one attempt, as it is.
                 let req = Request::from_parts(parts, body);
@@ -342,15 +360,9 @@ impl Router {
                 return result;
             }
         };
-        let port = parts.uri.port_u16().unwrap_or(80);
+        let kept = body.handle();
         let mut attempt = 1;
         loop {
-            let Some(body) = kept.replay() else {
-                return Err(ProxyError::Upstream {
-                    addr: backend.endpoints.first().map_or(UNSPECIFIED, |e| e.addr),
-                    reason: "request body could not be replayed".into(),
-                });
-            };
             let mut req = clone_head(&parts, body::boxed(body));
             if attempt > 1 {
                 req.headers_mut()
@@ -360,19 +372,24 @@ impl Router {
             if !failed {
                 return result;
             }
-            let skipped = if attempt >= MAX_ATTEMPTS {
-                Skipped::MaxAttempts
+            // The budget is asked last: a refusal for another reason must
+            // not spend a retry. (If the body outgrows the cap between the
+            // check and `replay`, one token is spent for nothing.)
+            let next = if attempt >= MAX_ATTEMPTS {
+                Err(Skipped::MaxAttempts)
             } else if !kept.is_replayable() {
-                Skipped::BodyTooLarge
+                Err(Skipped::BodyTooLarge)
             } else if !budget.withdraw() {
-                Skipped::NoBudget
+                Err(Skipped::NoBudget)
             } else {
-                Skipped::No
+                kept.replay().ok_or(Skipped::BodyTooLarge)
             };
-            self.route_metrics.retryable(labels, skipped);
-            if skipped != Skipped::No {
+            self.route_metrics
+                .retryable(labels, next.as_ref().err().copied().unwrap_or(Skipped::No));
+            let Ok(next) = next else {
                 return result;
-            }
+            };
+            body = next;
             if let Ok(rsp) = &result {
                 // The failed attempt's response is dropped; count it now.
                 self.route_metrics
@@ -381,7 +398,7 @@ impl Router {
             drop(result);
             attempt += 1;
             // A retry may go to another split backend, and P2C picks again.
-            if let Some(next) = self.backend(name, port, profile, head_of(&parts)).await {
+            if let Some(next) = self.backend(logical, None, head_of(&parts)).await {
                 backend = next;
             }
         }
@@ -497,6 +514,19 @@ impl Router {
     }
 }
 
+/// The name a request is for and what discovery said about it, looked up
+/// once per request and used by every attempt (so a retry sees the same
+/// profile and split rules as the first attempt).
+struct Logical {
+    /// `host:port` as the request named it.
+    name: String,
+    /// The request's port (split backends without one inherit it).
+    port: u16,
+    profile: Profile,
+    /// Split rules with `matches` (`OutboundPolicies`), if any.
+    policy: Option<Arc<Policy>>,
+}
+
 /// Where one attempt goes: a service and its current endpoints.
 struct Backend {
     name: String,
@@ -507,11 +537,8 @@ struct Backend {
 /// chooses its backend by method, path and headers).
 #[derive(Clone, Copy)]
 struct Head<'a> {
-    #[allow(dead_code)]
     method: &'a Method,
-    #[allow(dead_code)]
     uri: &'a http::Uri,
-    #[allow(dead_code)]
     headers: &'a http::HeaderMap,
 }
 

@@ -138,23 +138,8 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
     let backend = HttpBackend::bind(SocketAddr::new(host_ip, 0)).await;
     let url = format!("http://{}/", backend.addr);
     let script = format!("import urllib.request as u; r = u.urlopen('{url}', timeout=10); print(r.status, r.headers['x-version'])");
-    let out = tokio::task::spawn_blocking({
-        let name = pod.name().to_owned();
-        move || {
-            Command::new("ip")
-                .args(["netns", "exec", &name, "python3", "-c", &script])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 HTTP/1.1");
+    let out = python_in(pod.name(), script).await;
+    assert_eq!(out.trim(), "200 HTTP/1.1");
     assert_eq!(backend.requests(), 1);
 
     // Outbound opaque TCP: not HTTP, still delivered to where it was going.
@@ -164,26 +149,8 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
         echo.addr.ip(),
         echo.addr.port()
     );
-    let out = tokio::task::spawn_blocking({
-        let name = pod.name().to_owned();
-        move || {
-            Command::new("ip")
-                .args(["netns", "exec", &name, "python3", "-c", &script])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r"b'\x00\x01ping'"
-    );
+    let out = python_in(pod.name(), script).await;
+    assert_eq!(out.trim(), r"b'\x00\x01ping'");
 
     let m = proxy.metrics().await;
     let authority = backend.addr.to_string();
@@ -202,4 +169,25 @@ async fn redirected_traffic_flows_through_the_proxy_to_its_original_destination(
 
     let _ = app.kill();
     let _ = app.wait();
+}
+
+/// Runs a Python one-liner inside network namespace `netns` (as the
+/// "pod's" application would) and returns its stdout; fails the test if
+/// it exits unsuccessfully.
+async fn python_in(netns: &str, script: String) -> String {
+    let name = netns.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -31,6 +31,8 @@ pub mod authority;
 pub mod endpoints;
 pub mod policy;
 pub mod profile;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::store::{Snapshot, Store};
 use authority::Authority;

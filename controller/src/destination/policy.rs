@@ -533,19 +533,7 @@ mod tests {
     use crate::store::Object;
     use weft_smi_crds::specs::v1alpha4::{HTTPRouteGroup, HTTPRouteGroupSpec};
 
-    fn snap(yaml: &str) -> Snapshot {
-        let parsed = parse_documents(std::path::Path::new("t.yaml"), yaml).unwrap();
-        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        Snapshot::from_objects(parsed.objects)
-    }
-
-    fn web(port: u16) -> Target {
-        Target {
-            namespace: "shop".into(),
-            service: "web".into(),
-            port,
-        }
-    }
+    use crate::destination::testing::{snapshot as snap, web};
 
     /// The HTTP/1 routes of a policy (HTTP/2 must carry the same).
     fn http_routes(p: &OutboundPolicy) -> Vec<HttpRoute> {

@@ -370,21 +370,8 @@ fn one_or_all<M>(mut parts: Vec<M>, all: impl FnOnce(Vec<M>) -> M) -> Option<M> 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::feed::files::parse_documents;
 
-    fn snap(yaml: &str) -> Snapshot {
-        let parsed = parse_documents(std::path::Path::new("t.yaml"), yaml).unwrap();
-        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        Snapshot::from_objects(parsed.objects)
-    }
-
-    fn web(port: u16) -> Target {
-        Target {
-            namespace: "shop".into(),
-            service: "web".into(),
-            port,
-        }
-    }
+    use crate::destination::testing::{snapshot as snap, web};
 
     #[test]
     fn weights_are_reduced_then_in_milli_units() {

@@ -629,13 +629,8 @@ fn report(key: &ObjectKey, problem: &SplitProblem, sink: Option<&ClusterSink>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::feed::files::parse_documents;
 
-    fn snap(yaml: &str) -> Snapshot {
-        let parsed = parse_documents(std::path::Path::new("t.yaml"), yaml).unwrap();
-        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        Snapshot::from_objects(parsed.objects)
-    }
+    use crate::destination::testing::snapshot as snap;
 
     fn warning(uid: &str, rv: &str, note: &str) -> Warning {
         let key = ObjectKey::new("shop", "web-split");

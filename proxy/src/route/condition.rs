@@ -162,11 +162,6 @@ impl ResponseClasses {
             .find(|(cond, _)| cond.matches(code))
             .map_or(status.is_server_error(), |(_, failure)| *failure)
     }
-
-    /// True if no class is configured (the default rule applies).
-    pub fn is_default(&self) -> bool {
-        self.classes.is_empty()
-    }
 }
 
 // === impl ResponseCondition ===
@@ -292,7 +287,6 @@ mod tests {
             is_failure,
         };
         let none = ResponseClasses::compile(&[]);
-        assert!(none.is_default());
         assert!(none.is_failure(StatusCode::BAD_GATEWAY));
         assert!(!none.is_failure(StatusCode::NOT_FOUND));
         // 404 counts as a failure, 503 does not (e.g. expected shedding).

@@ -148,11 +148,6 @@ impl RoutePolicy {
     pub fn budget(&self) -> &RetryBudget {
         &self.budget
     }
-
-    /// True if the profile has routes of its own.
-    pub fn has_routes(&self) -> bool {
-        !self.routes.is_empty()
-    }
 }
 
 impl Default for RoutePolicy {
@@ -202,11 +197,6 @@ impl RetryBudget {
     /// Takes the credit for one retry; false if the budget is spent.
     pub fn withdraw(&self) -> bool {
         self.tokens.withdraw()
-    }
-
-    /// The parameters in force.
-    pub fn params(&self) -> BudgetParams {
-        self.params
     }
 }
 
@@ -280,7 +270,6 @@ mod tests {
             None,
             None,
         );
-        assert!(p.has_routes());
         let r = p.route_for(&Method::GET, "/a/b");
         assert_eq!(&*r.name, "one");
         assert!(r.retryable);

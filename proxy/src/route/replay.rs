@@ -35,6 +35,11 @@ pub struct ReplayBody {
     trailers_sent: bool,
 }
 
+/// Starts the next attempt's body; held by the retry loop, never sent.
+pub struct ReplayHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
 struct Shared {
     /// The original body, until it ends.
     inner: Option<BoxBody>,
@@ -59,8 +64,8 @@ struct Fenced;
 // === impl ReplayBody ===
 
 impl ReplayBody {
-    /// Wraps the first attempt's body. Returns `None` (send `body` as it
-    /// is) when the body is known to exceed `cap` from its size hint.
+    /// Wraps the first attempt's body. Hands `body` back (send it as it
+    /// is, once) when its size hint already says it exceeds `cap`.
     pub fn new(body: BoxBody, cap: usize) -> Result<Self, BoxBody> {
         if body.size_hint().lower() > cap as u64 {
             return Err(body);
@@ -83,15 +88,26 @@ impl ReplayBody {
         })
     }
 
-    /// A body for the next attempt, fencing this and every earlier one;
-    /// `None` if the body cannot be replayed (it outgrew the cap or broke).
-    pub fn replay(&self) -> Option<Self> {
+    /// The handle that starts later attempts' bodies.
+    pub fn handle(&self) -> ReplayHandle {
+        ReplayHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+// === impl ReplayHandle ===
+
+impl ReplayHandle {
+    /// A body for the next attempt, fencing every earlier one; `None` if
+    /// the body cannot be replayed (it outgrew the cap or broke).
+    pub fn replay(&self) -> Option<ReplayBody> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if shared.unreplayable {
             return None;
         }
         shared.generation += 1;
-        Some(Self {
+        Some(ReplayBody {
             shared: self.shared.clone(),
             pos: 0,
             generation: shared.generation,
@@ -244,13 +260,13 @@ mod tests {
         let mut first = ReplayBody::new(streaming(&["hello ", "world"]), 1024).unwrap();
         let sent = (&mut first).collect().await.unwrap().to_bytes();
         assert_eq!(sent, "hello world");
-        let mut second = first.replay().unwrap();
+        let mut second = first.handle().replay().unwrap();
         assert_eq!(
             (&mut second).collect().await.unwrap().to_bytes(),
             "hello world"
         );
         // A retry of the retry too.
-        let third = second.replay().unwrap();
+        let third = second.handle().replay().unwrap();
         assert_eq!(collect(third).await.unwrap(), "hello world");
     }
 
@@ -259,7 +275,7 @@ mod tests {
         let mut first = ReplayBody::new(streaming(&["a", "b", "c"]), 1024).unwrap();
         let f = first.frame().await.unwrap().unwrap();
         assert_eq!(f.into_data().unwrap(), "a");
-        let second = first.replay().unwrap();
+        let second = first.handle().replay().unwrap();
         // The abandoned attempt is fenced.
         assert!(first.frame().await.unwrap().is_err());
         assert_eq!(collect(second).await.unwrap(), "abc");
@@ -268,13 +284,8 @@ mod tests {
     #[tokio::test]
     async fn bodies_over_the_cap_pass_intact_and_are_not_replayable() {
         let b = ReplayBody::new(streaming(&["0123", "4567", "89"]), 6).unwrap();
-        assert!(b.is_replayable());
-        let probe = ReplayBody {
-            shared: b.shared.clone(),
-            pos: 0,
-            generation: 0,
-            trailers_sent: false,
-        };
+        let probe = b.handle();
+        assert!(probe.is_replayable());
         assert_eq!(collect(b).await.unwrap(), "0123456789");
         assert!(!probe.is_replayable());
         assert!(probe.replay().is_none());
@@ -286,7 +297,7 @@ mod tests {
     async fn empty_bodies_and_trailers_replay() {
         let b = ReplayBody::new(body::empty(), 10).unwrap();
         assert!(b.is_end_stream());
-        let again = b.replay().unwrap();
+        let again = b.handle().replay().unwrap();
         assert!(again.is_end_stream());
 
         let mut trailers = HeaderMap::new();
@@ -304,7 +315,7 @@ mod tests {
         .unwrap();
         let c = (&mut first).collect().await.unwrap();
         assert_eq!(c.trailers().unwrap()["grpc-status"], "0");
-        let second = first.replay().unwrap();
+        let second = first.handle().replay().unwrap();
         let c = second.collect().await.unwrap();
         assert_eq!(c.trailers().unwrap()["grpc-status"], "0");
         assert_eq!(c.to_bytes(), "x");
