@@ -6,6 +6,7 @@
 
 mod demo;
 mod identity;
+mod kube;
 mod profile;
 
 use clap::{Parser, Subcommand};
