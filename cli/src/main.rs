@@ -4,8 +4,11 @@
 //! ServiceProfiles; install, check, inject, stat, edges and routes arrive
 //! with the control plane.
 
+mod check;
 mod demo;
 mod identity;
+mod inject;
+mod install;
 mod kube;
 mod profile;
 
@@ -28,6 +31,16 @@ enum Command {
     Identity(identity::IdentityArgs),
     // About and long help come from `ProfileArgs`.
     Profile(profile::ProfileArgs),
+    // About and long help come from `CheckArgs`.
+    Check(check::CheckArgs),
+    // About and long help come from `InstallArgs`.
+    Install(install::InstallArgs),
+    // About and long help come from `UninstallArgs`.
+    Uninstall(install::uninstall::UninstallArgs),
+    // About and long help come from `InjectArgs`.
+    Inject(inject::InjectArgs),
+    // About and long help come from `UninjectArgs`.
+    Uninject(inject::UninjectArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +60,12 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Identity(args) => identity::run(args),
         Command::Profile(args) => profile::run(&args).map_err(anyhow::Error::from),
+        // `check` has its own exit statuses (1 when a check failed).
+        Command::Check(args) => return check::main(&runtime, args),
+        Command::Install(args) => install::run(args),
+        Command::Uninstall(args) => runtime.block_on(install::uninstall::run(args)),
+        Command::Inject(args) => runtime.block_on(inject::run_inject(args)),
+        Command::Uninject(args) => inject::run_uninject(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

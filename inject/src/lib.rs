@@ -19,6 +19,7 @@ pub mod names;
 pub mod values;
 
 pub use mutate::{
-    uninject, AnnotationWarning, InjectMode, Injector, Outcome, Owner, PodContext, Skip,
+    skip_reason, uninject, AnnotationWarning, InjectMode, Injector, Outcome, Owner, PodContext,
+    ProxyConfig, Skip,
 };
 pub use values::{Values, ValuesError};

@@ -25,9 +25,24 @@ pub enum StartError {
     /// The configuration contradicts itself.
     #[error("WEFT_PROXY_INBOUND_FORWARD={0} points at the inbound listener itself")]
     ForwardLoop(std::net::SocketAddr),
+    /// `WEFT_PROXY_EXIT_WITH_APP` cannot watch the process tree.
+    #[error(transparent)]
+    ExitWithApp(#[from] crate::exit_with_app::WatchError),
 }
 
-/// Runs the proxy until SIGTERM, SIGINT or `POST /shutdown`, then drains.
+/// What ended the serving phase.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM (the kubelet stopping the pod): honours
+    /// `WEFT_PROXY_WAIT_BEFORE_EXIT`.
+    Term,
+    /// SIGINT, `POST /shutdown` or the application's exit: drain at once.
+    Now,
+}
+
+/// Runs the proxy until SIGTERM (after `WEFT_PROXY_WAIT_BEFORE_EXIT`),
+/// SIGINT, `POST /shutdown` or, with `WEFT_PROXY_EXIT_WITH_APP`, the
+/// application's exit; then drains.
 pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some(fwd) = config.inbound_forward {
         if fwd == config.inbound_addr {
@@ -36,6 +51,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // Read the proxy's own cgroup before serving, so a pod that cannot be
+    // watched fails at start-up rather than never exiting.
+    let app_watch = if config.exit_with_app {
+        Some(crate::exit_with_app::AppWatch::new()?)
+    } else {
+        None
+    };
 
     let inbound_listener = listen::bind(config.inbound_addr).await?;
     let outbound_listener = listen::bind(config.outbound_addr).await?;
@@ -45,19 +67,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let identity = match &config.identity {
         None => None,
         Some(id) => {
-            let pem = std::fs::read_to_string(&id.trust_anchors).map_err(|e| {
-                StartError::Identity(format!("cannot read {}: {e}", id.trust_anchors.display()))
-            })?;
-            let roots = weft_identity::load_trust_anchors(&pem).map_err(|e| {
-                StartError::Identity(format!("{}: {e}", id.trust_anchors.display()))
-            })?;
+            let pem = id.trust_anchors.pem().map_err(StartError::Identity)?;
+            let roots = weft_identity::load_trust_anchors(&pem)
+                .map_err(|e| StartError::Identity(format!("{}: {e}", id.trust_anchors)))?;
             Some(
                 LocalIdentity::new(&id.name, roots)
                     .map_err(|e| StartError::Identity(e.to_string()))?,
             )
         }
     };
-    let metrics = Metrics::new(identity.is_some());
+    let const_labels = config
+        .workload
+        .as_ref()
+        .map(|w| w.metric_labels())
+        .unwrap_or_default();
+    let metrics = Metrics::new(identity.is_some(), const_labels);
     let drain = Drain::new();
     let server = ServerSettings {
         idle_timeout: config.idle_timeout,
@@ -135,6 +159,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         outbound = %outbound_addr,
         admin = %admin_listener.local_addr()?,
         forward = ?config.inbound_forward,
+        workload = %config.workload.as_ref().map(ToString::to_string).unwrap_or_default(),
+        default_inbound_policy = %config.default_inbound_policy,
         "weft-proxy listening"
     );
 
@@ -154,10 +180,49 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         outbound.clone().serve(a)
     }));
 
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("received SIGTERM; draining"),
-        _ = sigint.recv() => tracing::info!("received SIGINT; draining"),
-        _ = drain.signaled() => tracing::info!("draining"),
+    let app_exited = async move {
+        match app_watch {
+            Some(watch) => {
+                tracing::info!("WEFT_PROXY_EXIT_WITH_APP: exiting once the application has exited");
+                watch.run(crate::exit_with_app::SCAN_INTERVAL).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let stop = tokio::select! {
+        _ = sigterm.recv() => Stop::Term,
+        _ = sigint.recv() => {
+            tracing::info!("received SIGINT; draining");
+            Stop::Now
+        }
+        _ = drain.signaled() => {
+            tracing::info!("draining");
+            Stop::Now
+        }
+        _ = app_exited => {
+            tracing::info!("the application has exited; draining");
+            Stop::Now
+        }
+    };
+    if stop == Stop::Term {
+        if config.wait_before_exit.is_zero() {
+            tracing::info!("received SIGTERM; draining");
+        } else {
+            // Endpoints controllers and other proxies learn of the pod's
+            // termination asynchronously; keep serving (and /ready) until
+            // they have stopped sending traffic here.
+            tracing::info!(
+                wait = ?config.wait_before_exit,
+                "received SIGTERM; serving for WEFT_PROXY_WAIT_BEFORE_EXIT before draining"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(config.wait_before_exit) => {
+                    tracing::info!("wait before exit elapsed; draining");
+                }
+                _ = sigint.recv() => tracing::info!("received SIGINT; draining now"),
+                _ = drain.signaled() => tracing::info!("draining now"),
+            }
+        }
     }
     drain.signal();
     // Listeners close first, so no new connection races the drain.

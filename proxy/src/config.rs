@@ -4,8 +4,9 @@
 //! parse stops the proxy at start-up with an error naming the variable, so a
 //! typo never silently turns into a default. `docs/proxy.md` lists them all.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,103 @@ pub struct Config {
     /// Maximum concurrent HTTP/2 streams per server connection
     /// (`WEFT_PROXY_MAX_CONCURRENT_STREAMS`, default 1000).
     pub max_concurrent_streams: u32,
+    /// The pod this proxy serves (`WEFT_PROXY_WORKLOAD`), whose namespace,
+    /// name and owner label every exported metric; `None` outside a pod.
+    pub workload: Option<Workload>,
+    /// How long the proxy keeps serving normally after SIGTERM before it
+    /// starts draining (`WEFT_PROXY_WAIT_BEFORE_EXIT`, default 0). It gives
+    /// the rest of the cluster time to stop sending traffic here, as
+    /// Linkerd's preStop `sleep` hook does.
+    pub wait_before_exit: Duration,
+    /// Exit once the application's processes are gone
+    /// (`WEFT_PROXY_EXIT_WITH_APP=true`; see [`crate::exit_with_app`]), so a
+    /// meshed Job completes on clusters without native sidecars.
+    pub exit_with_app: bool,
+    /// What inbound traffic is allowed when no policy says otherwise
+    /// (`WEFT_PROXY_DEFAULT_INBOUND_POLICY`, default `all-unauthenticated`).
+    /// Recorded and logged; enforced by inbound authorization.
+    pub default_inbound_policy: InboundPolicy,
 }
+
+/// The pod a proxy serves, from `WEFT_PROXY_WORKLOAD`
+/// (`NAMESPACE/KIND/NAME/POD`, e.g. `shop/deployment/web/web-5d8f-x2x1`;
+/// `shop///debug` for a bare pod). The injector fills it in from the
+/// downward API and the pod's resolved owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The workload that owns the pod, if any.
+    pub owner: Option<Owner>,
+}
+
+/// The workload that owns a pod, e.g. `deployment` `web`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Lower-case Kubernetes kind (`deployment`, `statefulset`, ...).
+    pub kind: String,
+    /// The owner's name.
+    pub name: String,
+}
+
+/// Owner kinds exported under their own label name (`deployment="web"`),
+/// the names Linkerd's `linkerd.io/proxy-<kind>` pod labels become after
+/// Prometheus relabelling. Any other kind is exported as
+/// `owner_kind`/`owner_name`, so it can never collide with a metric's own
+/// labels (`direction`, `authority`, ...).
+pub const OWNER_KINDS: &[&str] = &[
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "job",
+    "cronjob",
+    "replicaset",
+    "replicationcontroller",
+];
+
+/// Where the trust anchors come from (`WEFT_PROXY_TRUST_ANCHORS`): injected
+/// pods get the PEM text itself in the variable (no volume to mount, as in
+/// Linkerd); local runs and tests usually point at a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustAnchors {
+    /// A PEM file, read at start-up.
+    File(PathBuf),
+    /// PEM text given inline (the value starts with `-----BEGIN`).
+    Inline(String),
+}
+
+/// `WEFT_PROXY_DEFAULT_INBOUND_POLICY`: Linkerd's default inbound policies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InboundPolicy {
+    /// Any client, meshed or not, from anywhere.
+    #[default]
+    AllUnauthenticated,
+    /// Only meshed (mTLS) clients.
+    AllAuthenticated,
+    /// Any client from the cluster's networks.
+    ClusterUnauthenticated,
+    /// Only meshed clients from the cluster's networks.
+    ClusterAuthenticated,
+    /// No client at all.
+    Deny,
+    /// Everything allowed, but what a stricter policy would refuse is
+    /// reported.
+    Audit,
+}
+
+/// The values of [`InboundPolicy`], in Linkerd's spelling. The same list
+/// as `weft_inject::values::INBOUND_POLICIES` (the install side); kept here
+/// so the proxy does not depend on the installer's crate.
+pub const INBOUND_POLICIES: &[&str] = &[
+    "all-unauthenticated",
+    "all-authenticated",
+    "cluster-unauthenticated",
+    "cluster-authenticated",
+    "deny",
+    "audit",
+];
 
 /// How the proxy obtains its mTLS identity. All four variables must be set
 /// together (or none of them).
@@ -92,8 +189,9 @@ pub struct IdentityConfig {
     /// The ServiceAccount token, re-read on every refresh
     /// (`WEFT_PROXY_IDENTITY_TOKEN_FILE`).
     pub token_file: PathBuf,
-    /// PEM file of trust anchors (`WEFT_PROXY_TRUST_ANCHORS`).
-    pub trust_anchors: PathBuf,
+    /// The mesh's trust anchors (`WEFT_PROXY_TRUST_ANCHORS`: a PEM file or
+    /// the PEM text itself).
+    pub trust_anchors: TrustAnchors,
     /// The identity the controller must present
     /// (`WEFT_PROXY_CONTROL_IDENTITY`; default
     /// `weft-controller.weft.serviceaccount.identity.weft.<trust domain>`,
@@ -243,7 +341,35 @@ impl Config {
             ));
         }
 
+        let workload = var("WEFT_PROXY_WORKLOAD")
+            .map(|v| Workload::parse(&v).map_err(|r| err("WEFT_PROXY_WORKLOAD", &v, r)))
+            .transpose()?;
+        let exit_with_app = match var("WEFT_PROXY_EXIT_WITH_APP") {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(err(
+                        "WEFT_PROXY_EXIT_WITH_APP",
+                        &v,
+                        "expected true or false".into(),
+                    ))
+                }
+            },
+        };
+        let default_inbound_policy = match var("WEFT_PROXY_DEFAULT_INBOUND_POLICY") {
+            None => InboundPolicy::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|r| err("WEFT_PROXY_DEFAULT_INBOUND_POLICY", &v, r))?,
+        };
+
         Ok(Config {
+            workload,
+            wait_before_exit: duration("WEFT_PROXY_WAIT_BEFORE_EXIT", Duration::ZERO)?,
+            exit_with_app,
+            default_inbound_policy,
             accrual,
             balancer,
             destination_addr,
@@ -266,6 +392,30 @@ impl Config {
             cores,
             max_concurrent_streams,
         })
+    }
+}
+
+/// The admin address `weft-proxy await` polls: `WEFT_PROXY_ADMIN_ADDR`
+/// (default `127.0.0.1:4191`) with an unspecified IP (`0.0.0.0`, `::`)
+/// replaced by loopback, since a listener on every address answers there
+/// and the hook runs in the proxy's own network namespace.
+pub fn await_admin_addr(get: impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    let value = get("WEFT_PROXY_ADMIN_ADDR")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "127.0.0.1:4191".to_string());
+    parse_addr("WEFT_PROXY_ADMIN_ADDR", &value).map(loopback_if_unspecified)
+}
+
+/// Replaces an unspecified IP with the loopback address of its family.
+pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
     }
 }
 
@@ -345,9 +495,199 @@ impl IdentityConfig {
             name,
             addr,
             token_file: token_file.into(),
-            trust_anchors: trust_anchors.into(),
+            trust_anchors: TrustAnchors::from_value(&trust_anchors),
             control_identity,
         }))
+    }
+}
+
+// === impl TrustAnchors ===
+
+impl TrustAnchors {
+    /// Inline PEM when the value starts with `-----BEGIN` (leading
+    /// whitespace ignored), else a file path.
+    pub fn from_value(value: &str) -> Self {
+        if value.trim_start().starts_with("-----BEGIN") {
+            Self::Inline(value.to_string())
+        } else {
+            Self::File(value.trim().into())
+        }
+    }
+
+    /// The PEM text: the inline value, or the file's contents.
+    pub fn pem(&self) -> Result<Cow<'_, str>, String> {
+        match self {
+            Self::Inline(pem) => Ok(Cow::Borrowed(pem)),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(Cow::Owned)
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+impl std::fmt::Display for TrustAnchors {
+    /// Names the source in errors without printing the certificates.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Inline(_) => f.write_str("WEFT_PROXY_TRUST_ANCHORS (inline PEM)"),
+        }
+    }
+}
+
+// === impl Workload ===
+
+impl Workload {
+    /// Parses `NAMESPACE/KIND/NAME/POD`. KIND and NAME are both set or both
+    /// empty (a bare pod); KIND is case-insensitive and kept lower-case.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = value.trim().split('/').collect();
+        let [namespace, kind, name, pod] = parts[..] else {
+            return Err(format!(
+                "expected NAMESPACE/KIND/NAME/POD (KIND and NAME empty for a bare pod: NS///POD), \
+                 found {} part(s)",
+                parts.len()
+            ));
+        };
+        check_dns_label("namespace", namespace)?;
+        check_dns_subdomain("pod name", pod)?;
+        let owner = match (kind, name) {
+            ("", "") => None,
+            ("", _) => return Err(format!("owner name {name:?} has no kind")),
+            (_, "") => return Err(format!("owner kind {kind:?} has no name")),
+            (kind, name) => {
+                let kind = kind.to_ascii_lowercase();
+                let valid = kind.starts_with(|c: char| c.is_ascii_lowercase())
+                    && kind.chars().all(|c| c.is_ascii_alphanumeric());
+                if !valid {
+                    return Err(format!(
+                        "owner kind {kind:?} is not a Kubernetes kind (letters and digits)"
+                    ));
+                }
+                check_dns_subdomain("owner name", name)?;
+                Some(Owner {
+                    kind,
+                    name: name.to_string(),
+                })
+            }
+        };
+        Ok(Self {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            owner,
+        })
+    }
+
+    /// The constant labels for every metric this proxy exports:
+    /// `namespace`, `pod`, and `KIND="NAME"` for a kind in [`OWNER_KINDS`]
+    /// (else `owner_kind`, `owner_name`).
+    pub fn metric_labels(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        let mut labels = vec![
+            ("namespace".into(), self.namespace.clone().into()),
+            ("pod".into(), self.pod.clone().into()),
+        ];
+        if let Some(owner) = &self.owner {
+            match OWNER_KINDS.iter().find(|k| **k == owner.kind) {
+                Some(kind) => labels.push((Cow::Borrowed(*kind), owner.name.clone().into())),
+                None => {
+                    labels.push(("owner_kind".into(), owner.kind.clone().into()));
+                    labels.push(("owner_name".into(), owner.name.clone().into()));
+                }
+            }
+        }
+        labels
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Some(o) => write!(f, "{}/{}/{}/{}", self.namespace, o.kind, o.name, self.pod),
+            None => write!(f, "{}///{}", self.namespace, self.pod),
+        }
+    }
+}
+
+/// A DNS-1123 label (namespaces): lower-case letters, digits and `-`,
+/// starting and ending with a letter or digit, at most 63 characters.
+fn check_dns_label(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    let valid = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} is not a DNS label (lower-case letters, digits, '-'; at most 63)"
+        ))
+    }
+}
+
+/// A DNS-1123 subdomain (pod and workload names): dot-separated labels, at
+/// most 253 characters.
+fn check_dns_subdomain(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    let valid = value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} is not a DNS subdomain (lower-case letters, digits, '-', '.')"
+        ))
+    }
+}
+
+// === impl InboundPolicy ===
+
+impl InboundPolicy {
+    /// Linkerd's name for the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllUnauthenticated => "all-unauthenticated",
+            Self::AllAuthenticated => "all-authenticated",
+            Self::ClusterUnauthenticated => "cluster-unauthenticated",
+            Self::ClusterAuthenticated => "cluster-authenticated",
+            Self::Deny => "deny",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl std::str::FromStr for InboundPolicy {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        Ok(match value.trim() {
+            "all-unauthenticated" => Self::AllUnauthenticated,
+            "all-authenticated" => Self::AllAuthenticated,
+            "cluster-unauthenticated" => Self::ClusterUnauthenticated,
+            "cluster-authenticated" => Self::ClusterAuthenticated,
+            "deny" => Self::Deny,
+            "audit" => Self::Audit,
+            _ => return Err(format!("expected one of {}", INBOUND_POLICIES.join(", "))),
+        })
+    }
+}
+
+impl std::fmt::Display for InboundPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -522,5 +862,147 @@ mod tests {
         );
         let e = config(&[("WEFT_PROXY_REQUIRE_IDENTITY_PORTS", "80")]).unwrap_err();
         assert!(e.to_string().contains("requires identity"), "{e}");
+    }
+
+    #[test]
+    fn workload_parses_owner_and_bare_pods() {
+        let w = Workload::parse("shop/deployment/web/web-5d8f-x2x1").unwrap();
+        assert_eq!(w.namespace, "shop");
+        assert_eq!(w.pod, "web-5d8f-x2x1");
+        assert_eq!(
+            w.owner,
+            Some(Owner {
+                kind: "deployment".into(),
+                name: "web".into()
+            })
+        );
+        assert_eq!(w.to_string(), "shop/deployment/web/web-5d8f-x2x1");
+        let labels: Vec<(String, String)> = w
+            .metric_labels()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("namespace", "shop"),
+                ("pod", "web-5d8f-x2x1"),
+                ("deployment", "web")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        // Kinds are case-insensitive; every known kind is its own label.
+        for kind in OWNER_KINDS {
+            let upper = kind.to_uppercase();
+            let w = Workload::parse(&format!("ns/{upper}/x/p")).unwrap();
+            assert_eq!(w.metric_labels()[2].0, *kind);
+        }
+        let bare = Workload::parse("shop///debug").unwrap();
+        assert_eq!(bare.owner, None);
+        assert_eq!(bare.metric_labels().len(), 2);
+        assert_eq!(bare.to_string(), "shop///debug");
+
+        let c = config(&[("WEFT_PROXY_WORKLOAD", "shop/statefulset/db/db-0")]).unwrap();
+        assert_eq!(c.workload.unwrap().owner.unwrap().kind, "statefulset");
+        assert_eq!(config(&[]).unwrap().workload, None);
+    }
+
+    #[test]
+    fn malformed_workloads_name_the_variable_and_the_problem() {
+        for (value, why) in [
+            ("shop/web-1", "2 part(s)"),
+            ("shop/deployment/web/web-1/x", "5 part(s)"),
+            ("shop/deployment//web-1", "has no name"),
+            ("shop//web/web-1", "has no kind"),
+            ("/deployment/web/web-1", "namespace is empty"),
+            ("shop/deployment/web/", "pod name is empty"),
+            ("Shop/deployment/web/web-1", "not a DNS label"),
+            ("shop/deployment/web/web_1", "not a DNS subdomain"),
+            ("shop/deploy-ment/web/web-1", "not a Kubernetes kind"),
+            ("shop/deployment/we b/web-1", "not a DNS subdomain"),
+        ] {
+            let e = config(&[("WEFT_PROXY_WORKLOAD", value)]).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("WEFT_PROXY_WORKLOAD"), "{value}: {e}");
+            assert!(e.contains(why), "{value}: expected {why:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn trust_anchors_are_a_path_or_inline_pem() {
+        assert_eq!(
+            TrustAnchors::from_value("/var/run/weft/ca.crt"),
+            TrustAnchors::File("/var/run/weft/ca.crt".into())
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            TrustAnchors::from_value(pem),
+            TrustAnchors::Inline(pem.into())
+        );
+        assert!(matches!(
+            TrustAnchors::from_value(&format!("\n  {pem}")),
+            TrustAnchors::Inline(_)
+        ));
+        assert_eq!(TrustAnchors::Inline(pem.into()).pem().unwrap(), pem);
+        // Errors name the source, never dump the certificates.
+        let inline = TrustAnchors::Inline(pem.into()).to_string();
+        assert!(inline.contains("WEFT_PROXY_TRUST_ANCHORS") && !inline.contains("MIIB"));
+        let e = TrustAnchors::File("/nonexistent/ca.crt".into())
+            .pem()
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/ca.crt"), "{e}");
+    }
+
+    #[test]
+    fn lifecycle_settings() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.wait_before_exit, Duration::ZERO);
+        assert!(!c.exit_with_app);
+        assert_eq!(c.default_inbound_policy, InboundPolicy::AllUnauthenticated);
+        let c = config(&[
+            ("WEFT_PROXY_WAIT_BEFORE_EXIT", "5s"),
+            ("WEFT_PROXY_EXIT_WITH_APP", "true"),
+            ("WEFT_PROXY_DEFAULT_INBOUND_POLICY", "cluster-authenticated"),
+        ])
+        .unwrap();
+        assert_eq!(c.wait_before_exit, Duration::from_secs(5));
+        assert!(c.exit_with_app);
+        assert_eq!(
+            c.default_inbound_policy,
+            InboundPolicy::ClusterAuthenticated
+        );
+        for name in INBOUND_POLICIES {
+            let p: InboundPolicy = name.parse().unwrap();
+            assert_eq!(p.to_string(), *name);
+        }
+        for (var, value) in [
+            ("WEFT_PROXY_WAIT_BEFORE_EXIT", "soon"),
+            ("WEFT_PROXY_EXIT_WITH_APP", "yes"),
+            ("WEFT_PROXY_DEFAULT_INBOUND_POLICY", "allow"),
+        ] {
+            let e = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(var), "{e}");
+        }
+        let e = config(&[("WEFT_PROXY_DEFAULT_INBOUND_POLICY", "allow")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("all-unauthenticated, all-authenticated"), "{e}");
+    }
+
+    #[test]
+    fn await_polls_loopback_for_a_wildcard_admin_addr() {
+        let addr = |v: Option<&str>| {
+            let v = v.map(str::to_string);
+            await_admin_addr(move |_| v.clone()).unwrap()
+        };
+        assert_eq!(addr(None), "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(
+            addr(Some("0.0.0.0:4191")),
+            "127.0.0.1:4191".parse().unwrap()
+        );
+        assert_eq!(addr(Some("[::]:4191")), "[::1]:4191".parse().unwrap());
+        assert_eq!(addr(Some("10.1.2.3:9")), "10.1.2.3:9".parse().unwrap());
+        let e = await_admin_addr(|_| Some("nowhere".into())).unwrap_err();
+        assert!(e.to_string().contains("WEFT_PROXY_ADMIN_ADDR"), "{e}");
     }
 }

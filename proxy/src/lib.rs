@@ -14,15 +14,19 @@
 //!    shared stages for its side.
 //!
 //! [`admin`] serves `/metrics`, `/ready`, `/live` and `/shutdown`, and
-//! [`drain`] coordinates graceful shutdown.
+//! [`drain`] coordinates graceful shutdown. [`exit_with_app`] ends the
+//! proxy when a Job's application has exited, and [`await_ready`] is the
+//! `weft-proxy await` start-up hook.
 
 pub mod admin;
 pub mod app;
+pub mod await_ready;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod discovery;
 pub mod drain;
+pub mod exit_with_app;
 pub mod http;
 pub mod identity;
 pub mod inbound;

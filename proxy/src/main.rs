@@ -9,6 +9,9 @@ weft-proxy: the Weft sidecar proxy
 
 USAGE: weft-proxy [--help | --version]
        weft-proxy init [--help] ...   install the iptables redirect (init container)
+       weft-proxy await [--help] [--timeout DURATION] [--admin-addr ADDR]
+                                      wait until the proxy's /ready answers 200
+                                      (postStart hook) [2m; WEFT_PROXY_ADMIN_ADDR]
 
 Configured by environment variables (defaults in brackets):
   WEFT_PROXY_INBOUND_ADDR            inbound listener [0.0.0.0:4143]
@@ -29,7 +32,17 @@ Configured by environment variables (defaults in brackets):
   WEFT_PROXY_REQUIRE_IDENTITY_PORTS  inbound ports that accept only mTLS
   WEFT_PROXY_IDENTITY_NAME, WEFT_PROXY_IDENTITY_ADDR, WEFT_PROXY_IDENTITY_TOKEN_FILE,
   WEFT_PROXY_TRUST_ANCHORS, WEFT_PROXY_CONTROL_IDENTITY
-                                     mTLS identity: all four or none (see docs/proxy.md)
+                                     mTLS identity: all four or none (see docs/proxy.md);
+                                     the trust anchors are a PEM file or the PEM text itself
+  WEFT_PROXY_WORKLOAD                NS/KIND/NAME/POD (NS///POD for a bare pod): adds
+                                     namespace, pod and KIND=NAME labels to every metric
+  WEFT_PROXY_WAIT_BEFORE_EXIT        keep serving this long after SIGTERM, then drain [0]
+  WEFT_PROXY_EXIT_WITH_APP           true: exit 0 once the pod's other containers' processes
+                                     are gone (Jobs; needs shareProcessNamespace) [false]
+  WEFT_PROXY_DEFAULT_INBOUND_POLICY  all-unauthenticated | all-authenticated |
+                                     cluster-unauthenticated | cluster-authenticated |
+                                     deny | audit; recorded, enforced by inbound
+                                     authorization [all-unauthenticated]
   WEFT_PROXY_LOG                     log filter, e.g. info or weft_proxy=debug [info]
 ";
 
@@ -65,10 +78,72 @@ struct InitArgs {
     dry_run: bool,
 }
 
+/// Flags of `weft-proxy await`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "weft-proxy await",
+    about = "Wait until the proxy's admin server answers 200 on /ready; exit 1 if it does not \
+             within the timeout. The injected proxy container's postStart hook, so the \
+             application starts only once the proxy can carry its traffic."
+)]
+struct AwaitArgs {
+    /// How long to wait, e.g. 30s, 2m.
+    #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
+    timeout: std::time::Duration,
+    /// The admin server to poll [default: WEFT_PROXY_ADMIN_ADDR, else
+    /// 127.0.0.1:4191; 0.0.0.0 is polled on 127.0.0.1].
+    #[arg(long)]
+    admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// A subcommand's arguments, named `name` in its usage and error messages.
+fn subcommand_args(name: &str) -> impl Iterator<Item = String> {
+    std::iter::once(name.to_string()).chain(std::env::args().skip(2))
+}
+
+fn parse_duration_arg(value: &str) -> Result<std::time::Duration, String> {
+    weft_proxy::config::parse_duration(value)
+}
+
+fn await_ready() -> ExitCode {
+    use clap::Parser;
+    let args = AwaitArgs::parse_from(subcommand_args("weft-proxy await"));
+    let addr = match args.admin_addr {
+        Some(addr) => weft_proxy::config::loopback_if_unspecified(addr),
+        None => match weft_proxy::config::await_admin_addr(|k| std::env::var(k).ok()) {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("weft-proxy await: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy await: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(weft_proxy::await_ready::wait_ready(addr, args.timeout)) {
+        Ok(()) => {
+            println!("weft-proxy await: the proxy at {addr} is ready");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft-proxy await: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init() -> ExitCode {
     use clap::Parser;
     use weft_proxy::init::{InitConfig, PortRange};
-    let args = InitArgs::parse_from(std::env::args().skip(1));
+    let args = InitArgs::parse_from(subcommand_args("weft-proxy init"));
     let config = (|| {
         Ok::<_, weft_proxy::init::InitError>(InitConfig {
             inbound_port: args.inbound_port,
@@ -120,6 +195,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("init") => return init(),
+        Some("await") => return await_ready(),
         Some("-h" | "--help") => {
             print!("{HELP}");
             return ExitCode::SUCCESS;

@@ -5,6 +5,12 @@
 //! label names (`direction`, `authority`, `tls`, `status_code`,
 //! `classification`, `peer`, `errno`) lets them work unchanged.
 //!
+//! A proxy started with `WEFT_PROXY_WORKLOAD` adds `namespace`, `pod` and
+//! its owner (`deployment="web"`, ...) to every series, as Linkerd's
+//! metrics look after Prometheus relabelling. Those labels are constant for
+//! the process, so they live on the [`Registry`] and are written only when
+//! `/metrics` is rendered: the per-request path never sees them.
+//!
 //! Label cardinality is bounded: once [`MAX_REQUEST_SERIES`] distinct
 //! request label sets have been seen, new authorities are counted under
 //! `authority="overflow"`, so a client inventing Host headers cannot grow the
@@ -20,8 +26,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Labels added to every exported series (see the module docs).
+pub type ConstLabels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
 
 /// Linkerd's `response_latency_ms` buckets, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -250,7 +260,9 @@ impl Metrics {
     /// Creates the families and registers them under Linkerd's names.
     /// `identity_enabled` decides how plaintext is labelled (`no_identity`
     /// when this proxy has an identity, `disabled` when it has none).
-    pub fn new(identity_enabled: bool) -> Self {
+    /// `const_labels` are written on every series (the pod's workload
+    /// labels; empty outside a pod).
+    pub fn new(identity_enabled: bool, const_labels: ConstLabels) -> Self {
         let http = HttpMetrics {
             requests: Family::default(),
             request_series: Arc::default(),
@@ -261,7 +273,7 @@ impl Metrics {
             identity_enabled,
             ..TcpMetrics::default()
         };
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_labels(const_labels.into_iter());
         registry.register(
             "request",
             "Total count of HTTP requests",
@@ -454,7 +466,7 @@ mod tests {
 
     #[test]
     fn names_and_labels_are_linkerds() {
-        let m = Metrics::new(false);
+        let m = Metrics::new(false, ConstLabels::new());
         let labels = m.http.request_labels(
             Direction::Inbound,
             "web.default:80",
@@ -483,8 +495,45 @@ mod tests {
     }
 
     #[test]
+    fn workload_labels_are_on_every_series() {
+        let workload = crate::config::Workload::parse("shop/deployment/web/web-1").unwrap();
+        let m = Metrics::new(false, workload.metric_labels());
+        let labels = m.http.request_labels(
+            Direction::Inbound,
+            "web.shop:80",
+            Tls::Disabled,
+            DstLabels::default(),
+        );
+        m.http.request(&labels);
+        m.http.latency(&labels, 200, 3.2);
+        drop(m.tcp.open(Direction::Inbound, "src", Tls::Disabled));
+        m.identity.refreshed(true);
+        let text = m.encode();
+        for needle in [
+            r#"request_total{namespace="shop",pod="web-1",deployment="web",direction="inbound",authority="web.shop:80",tls="disabled"} 1"#,
+            r#"response_latency_ms_bucket{namespace="shop",pod="web-1",deployment="web",le="4.0",direction="inbound""#,
+            r#"tcp_close_total{namespace="shop",pod="web-1",deployment="web",direction="inbound",peer="src",tls="disabled",errno=""} 1"#,
+            r#"identity_cert_refresh_total{namespace="shop",pod="web-1",deployment="web",result="success"} 1"#,
+            r#"identity_cert_expiration_timestamp_seconds{namespace="shop",pod="web-1",deployment="web"} 0"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // Unknown owner kinds never reuse a label name the metrics have.
+        let custom = crate::config::Workload::parse("shop/rollout/web/web-1").unwrap();
+        let m = Metrics::new(false, custom.metric_labels());
+        m.identity.refreshed(true);
+        assert!(
+            m.encode().contains(
+                r#"{namespace="shop",pod="web-1",owner_kind="rollout",owner_name="web",result="success"}"#
+            ),
+            "{}",
+            m.encode()
+        );
+    }
+
+    #[test]
     fn authority_cardinality_is_bounded() {
-        let m = Metrics::new(false);
+        let m = Metrics::new(false, ConstLabels::new());
         for i in 0..(MAX_REQUEST_SERIES + 500) {
             let labels = m.http.request_labels(
                 Direction::Outbound,
