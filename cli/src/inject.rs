@@ -170,13 +170,8 @@ async fn native_sidecar_supported(client: Option<kube::Client>, kube: &KubeArgs)
     };
     match version {
         Ok(info) => {
-            let minor: u32 = info
-                .minor
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .unwrap_or(0);
-            let major: u32 = info.major.parse().unwrap_or(0);
-            let supported = major > 1 || (major == 1 && minor >= 29);
+            let supported =
+                weft_inject::mutate::native_sidecars_supported(&info.major, &info.minor);
             eprintln!(
                 "cluster runs Kubernetes {}.{}: native sidecars {}",
                 info.major,

@@ -5,16 +5,19 @@
 //! controller's own certificate), the destination service
 //! (`io.linkerd.proxy.destination.Destination/Get` and `GetProfile`, over
 //! the same TLS, fed from `--config-dir` or, with `--kubeconfig` or
-//! `--in-cluster`, from Kubernetes watchers) and the admin server (`/ready`, `/live`,
-//! `/metrics`). The injector and metrics API join it later; their flags are
-//! already parsed so the interface stays fixed. See `docs/identity.md` and
-//! `docs/destination.md`.
+//! `--in-cluster`, from Kubernetes watchers), the proxy injector (a
+//! mutating admission webhook on `--webhook-addr`, in cluster mode with
+//! `--webhook-tls-dir`: it adds `weft-init` and `weft-proxy` to pods that ask
+//! for them) and the admin server (`/ready`, `/live`, `/metrics`). The
+//! metrics API joins it later. See `docs/identity.md`,
+//! `docs/destination.md` and `docs/injection.md`.
 
 mod admin;
 mod auth;
 mod destination;
 mod feed;
 mod identity;
+mod inject;
 mod issuer;
 mod metrics;
 mod store;
@@ -53,6 +56,7 @@ fn trust_domain(s: &str) -> Result<String, String> {
 /// Command-line interface of `weft-controller` (see `docs/identity.md`).
 #[derive(Debug, Parser)]
 #[command(name = "weft-controller", version, about)]
+#[command(group(clap::ArgGroup::new("cluster").args(["kubeconfig", "in_cluster"])))]
 struct Args {
     /// Read Kubernetes-style YAML from this directory (the embedded
     /// default; file-mode tokens).
@@ -91,9 +95,21 @@ struct Args {
     /// Listen address of the identity service (gRPC over TLS).
     #[arg(long, default_value = "0.0.0.0:8080")]
     identity_addr: SocketAddr,
-    /// Listen address of the injector webhook (not built yet).
+    /// Listen address of the proxy injector webhook (HTTPS; served with
+    /// --webhook-tls-dir).
     #[arg(long, default_value = "0.0.0.0:8443")]
     webhook_addr: SocketAddr,
+    /// Directory holding the injector webhook's serving certificate and key
+    /// (tls.crt, tls.key: the mounted weft-injector-tls Secret), re-read
+    /// when they change. Turns the proxy injector on; needs --kubeconfig or
+    /// --in-cluster.
+    #[arg(long, value_name = "DIR", requires = "cluster")]
+    webhook_tls_dir: Option<PathBuf>,
+    /// Install values (YAML, as `weft install` stores them in the
+    /// weft-config ConfigMap) the injector builds proxies from, re-read when
+    /// the file changes; the defaults when not given.
+    #[arg(long, value_name = "FILE")]
+    values: Option<PathBuf>,
     /// Listen address of the admin server (/ready, /live, /metrics).
     #[arg(long, default_value = "0.0.0.0:9990")]
     admin_addr: SocketAddr,
@@ -128,6 +144,8 @@ enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Feed(#[from] feed::files::FeedError),
+    #[error("proxy injector: {0}")]
+    Inject(#[from] inject::InjectError),
     #[error("{what} failed: {reason}")]
     Serve { what: &'static str, reason: String },
 }
@@ -287,6 +305,7 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         Some(_) => Some(bind(args.destination_addr, "destination").await?),
         None => None,
     };
+    let webhook = start_injector(&args, &dir, &metrics).await?;
 
     tokio::spawn(reload);
     tokio::spawn(tls::refresh_loop(
@@ -299,6 +318,7 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         first_lifetime,
     ));
     tokio::spawn(admin::serve(admin_listener, metrics.clone(), ready.clone()));
+    let mut webhook_addr = None;
 
     let mode = auth.mode();
     let service = identity::IdentityService::new(
@@ -311,6 +331,15 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
+    if let Some(w) = webhook {
+        webhook_addr = Some(w.listener.local_addr().unwrap_or(args.webhook_addr));
+        tokio::spawn(w.cert_reload);
+        tokio::spawn(w.config_reload);
+        servers.spawn(named(
+            "webhook server",
+            inject::server::serve(w.listener, w.acceptor, w.admission, stop_rx.clone()),
+        ));
+    }
     let router = tls::grpc_server()
         .add_service(IdentityServer::new(service).max_decoding_message_size(MAX_MESSAGE));
     servers.spawn(named(
@@ -351,12 +380,13 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     tracing::info!(
         identity = %identity_addr,
         destination = %destination_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+        injector = %webhook_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
         admin = %admin_addr,
         tokens = mode,
         controller_identity = %controller_name,
         cert_not_after = %issuer::humanize(not_after),
         leaf_lifetime = %weft_identity::format_duration(args.identity_leaf_lifetime),
-        "controller ready (TLS); the injector is not built yet"
+        "controller ready (TLS)"
     );
 
     tokio::select! {
@@ -393,11 +423,72 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
 }
 
 /// Tags a server's result with its name, for the log line when it stops.
-async fn named<F, E>(what: &'static str, fut: F) -> (&'static str, Result<(), E>)
+async fn named<F, E>(what: &'static str, fut: F) -> (&'static str, Result<(), String>)
 where
     F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
-    (what, fut.await)
+    (what, fut.await.map_err(|e| e.to_string()))
+}
+
+/// The proxy injector, ready to serve: its listener, TLS and admission
+/// state, and the tasks that reload its certificate and settings.
+struct Webhook<C, R> {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    admission: Arc<inject::admission::Admission<inject::cluster::KubeLookup>>,
+    cert_reload: C,
+    config_reload: R,
+}
+
+/// Read timeout of the injector's API client: lookups must fit in the
+/// webhook call's own timeout (10 s).
+const INJECTOR_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sets up the proxy injector when `--webhook-tls-dir` is given (clap made
+/// sure cluster mode is on): loads the serving certificate, the values and
+/// the trust anchors (start-up fails on any of them being unusable), reads
+/// the API server version for native sidecars and binds `--webhook-addr`.
+async fn start_injector(
+    args: &Args,
+    dir: &IdentityDir,
+    metrics: &metrics::Metrics,
+) -> Result<
+    Option<Webhook<impl std::future::Future<Output = ()>, impl std::future::Future<Output = ()>>>,
+    StartError,
+> {
+    let (Some(tls_dir), Some(source)) = (&args.webhook_tls_dir, args.kube_source()) else {
+        tracing::info!(
+            "proxy injector off: start with --webhook-tls-dir DIR and --kubeconfig PATH or --in-cluster to serve it"
+        );
+        return Ok(None);
+    };
+    let (resolver, cert_reload) =
+        inject::server::load_cert(tls_dir.clone()).map_err(inject::InjectError::from)?;
+    let acceptor = inject::server::acceptor(resolver).map_err(inject::InjectError::from)?;
+    let client = kube_client(&source, INJECTOR_READ_TIMEOUT).await?;
+    let native = inject::detect_native_sidecars(&client).await;
+    let config = inject::Config {
+        values_file: args.values.clone(),
+        identity_dir: dir.clone(),
+        trust_domain: args.trust_domain.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    let (injector, config_reload) = inject::load_injector(config, native)?;
+    let listener = bind(args.webhook_addr, "webhook").await?;
+    let admission = Arc::new(inject::admission::Admission {
+        injector,
+        lookup: inject::cluster::KubeLookup::new(client.clone()),
+        metrics: metrics.inject.clone(),
+        events: Some(inject::events::InjectEvents::start(client)),
+    });
+    Ok(Some(Webhook {
+        listener,
+        acceptor,
+        admission,
+        cert_reload,
+        config_reload,
+    }))
 }
 
 /// How long start-up waits for the Kubernetes feed's first lists before

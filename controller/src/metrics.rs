@@ -3,7 +3,8 @@
 //! Operators alert on certification failures and on CA expiry, so those are
 //! what is counted: every `Certify` by result (the gRPC status it ended
 //! with), issuer reloads, and the expiry times of the issuer and of the
-//! controller's own certificate.
+//! controller's own certificate. The proxy injector adds its
+//! `proxy_inject_admission_*` families ([`crate::inject::metrics`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub controller_cert_expiry: Gauge,
     /// `identity_controller_cert_refresh_total{result}`.
     pub controller_cert_refresh: Family<ReloadLabels, Counter>,
+    /// The proxy injector's `proxy_inject_admission_*` families.
+    pub inject: crate::inject::metrics::InjectMetrics,
 }
 
 impl Metrics {
@@ -79,6 +82,7 @@ impl Metrics {
             "Issuing of the controller's own serving certificate, by result",
             controller_cert_refresh.clone(),
         );
+        let inject = crate::inject::metrics::InjectMetrics::register(&mut registry);
         // Every outcome is exported from the start, so rates work at once.
         for result in [
             "ok",
@@ -97,6 +101,7 @@ impl Metrics {
             issuer_expiry,
             controller_cert_expiry,
             controller_cert_refresh,
+            inject,
         }
     }
 

@@ -247,6 +247,25 @@ fn has_proxy(spec: &PodSpec) -> bool {
         .any(|c| PROXY_NAMES.contains(&c.name.as_str()))
 }
 
+/// The first Kubernetes minor version (1.x) that runs sidecar init
+/// containers (`restartPolicy: Always`) by default.
+pub const NATIVE_SIDECAR_MINOR: u32 = 29;
+
+/// Whether an API server reporting `major.minor` (its `/version`) runs
+/// native sidecars. Minor versions may carry a suffix (`"29+"` on some
+/// distributions). The webhook and `weft inject --manual` both ask this.
+pub fn native_sidecars_supported(major: &str, minor: &str) -> bool {
+    let digits = |s: &str| -> Option<u32> {
+        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
+        d.parse().ok()
+    };
+    match (digits(major), digits(minor)) {
+        (Some(1), Some(minor)) => minor >= NATIVE_SIDECAR_MINOR,
+        (Some(major), _) => major > 1,
+        _ => false,
+    }
+}
+
 // === impl Injector ===
 
 impl Injector {

@@ -156,7 +156,10 @@ pub struct ProxyValues {
     pub await_ready: bool,
     /// Run the proxy as a native sidecar (an init container with
     /// `restartPolicy: Always`): `auto` (where the API server supports
-    /// it, Kubernetes 1.29+), `enabled` or `disabled`.
+    /// it, Kubernetes 1.29+), `enabled` (also what `weft inject --manual`
+    /// writes without asking a cluster; the webhook on an older API server
+    /// still injects a regular container, with a warning, rather than
+    /// block the pod) or `disabled`.
     pub native_sidecar: String,
     /// How long the proxy drains on shutdown (duration, e.g. `30s`).
     pub shutdown_grace_period: String,
@@ -250,7 +253,9 @@ impl Values {
     /// it is (`image.tag=1.20`); any other key reads it as a YAML scalar
     /// (`true`, `3`), then converts it to the key's type.
     pub fn set(&mut self, arg: &str) -> Result<(), ValuesError> {
-        let syntax = || ValuesError::SetSyntax { arg: arg.to_owned() };
+        let syntax = || ValuesError::SetSyntax {
+            arg: arg.to_owned(),
+        };
         let (path, text) = arg.split_once('=').ok_or_else(syntax)?;
         if path.is_empty() || path.split('.').any(str::is_empty) {
             return Err(syntax());
@@ -329,18 +334,29 @@ impl Values {
             return Err(invalid("controller.replicas", "0", "at least 1"));
         }
         weft_identity::check_trust_domain(&self.identity.trust_domain).map_err(|e| {
-            invalid("identity.trustDomain", &self.identity.trust_domain, &e.to_string())
+            invalid(
+                "identity.trustDomain",
+                &self.identity.trust_domain,
+                &e.to_string(),
+            )
         })?;
         weft_identity::check_trust_domain(&self.cluster_domain)
             .map_err(|e| invalid("clusterDomain", &self.cluster_domain, &e.to_string()))?;
         for (key, value) in [
-            ("identity.trustAnchorLifetime", &self.identity.trust_anchor_lifetime),
+            (
+                "identity.trustAnchorLifetime",
+                &self.identity.trust_anchor_lifetime,
+            ),
             ("identity.issuerLifetime", &self.identity.issuer_lifetime),
             ("identity.leafLifetime", &self.identity.leaf_lifetime),
             ("webhook.certLifetime", &self.webhook.cert_lifetime),
-            ("proxy.shutdownGracePeriod", &self.proxy.shutdown_grace_period),
+            (
+                "proxy.shutdownGracePeriod",
+                &self.proxy.shutdown_grace_period,
+            ),
         ] {
-            weft_identity::parse_duration(value).map_err(|e| invalid(key, value, &e.to_string()))?;
+            weft_identity::parse_duration(value)
+                .map_err(|e| invalid(key, value, &e.to_string()))?;
         }
         Ok(self)
     }
@@ -493,7 +509,10 @@ mod tests {
     #[test]
     fn defaults_pass_their_own_checks() {
         let v = Values::default().finish().expect("defaults are valid");
-        assert_eq!(v.proxy_image(), format!("localhost/weft/weft-proxy:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            v.proxy_image(),
+            format!("localhost/weft/weft-proxy:{}", env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(v.webhook.failure_policy, "Ignore");
     }
 
@@ -502,7 +521,8 @@ mod tests {
         let mut v = Values::default();
         v.set("proxy.uid=3000").expect("number");
         v.set("proxy.awaitReady=false").expect("bool");
-        v.set("image.tag=1.2").expect("a number-looking string for a string key");
+        v.set("image.tag=1.2")
+            .expect("a number-looking string for a string key");
         v.set("image.registry=").expect("empty string");
         assert_eq!(v.proxy.uid, 3000);
         assert!(!v.proxy.await_ready);
@@ -515,16 +535,22 @@ mod tests {
         let mut v = Values::default();
         let e = v.set("proxy.uidd=3").expect_err("typo");
         assert!(e.to_string().contains("uidd"), "{e}");
-        assert!(matches!(v.set("proxy.uid"), Err(ValuesError::SetSyntax { .. })));
+        assert!(matches!(
+            v.set("proxy.uid"),
+            Err(ValuesError::SetSyntax { .. })
+        ));
         assert!(v.set("proxy.uid=banana").is_err());
-        let e = v.merge_yaml("v.yaml", "proxy: [1]").expect_err("not a mapping");
+        let e = v
+            .merge_yaml("v.yaml", "proxy: [1]")
+            .expect_err("not a mapping");
         assert!(e.to_string().starts_with("v.yaml:"), "{e}");
     }
 
     #[test]
     fn files_overlay_only_what_they_name() {
         let mut v = Values::default();
-        v.merge_yaml("v.yaml", "proxy:\n  logLevel: debug\nha: true\n").expect("valid");
+        v.merge_yaml("v.yaml", "proxy:\n  logLevel: debug\nha: true\n")
+            .expect("valid");
         let v = v.finish().expect("valid");
         assert_eq!(v.proxy.log_level, "debug");
         assert_eq!(v.proxy.uid, 2102);

@@ -202,7 +202,20 @@ pub(super) fn resolve(
         "disabled" => false,
         _ => native_sidecar_supported,
     };
-    let native_sidecar = l.get(ENABLE_NATIVE_SIDECAR, native_default, true_false);
+    let mut native_sidecar = l.get(ENABLE_NATIVE_SIDECAR, native_default, true_false);
+    // An API server older than 1.29 refuses probes on init containers, so
+    // asking for a native sidecar there would block the pod: the proxy
+    // runs as a regular container instead, with a warning.
+    if native_sidecar && !native_sidecar_supported {
+        native_sidecar = false;
+        l.warnings.push(AnnotationWarning {
+            annotation: ENABLE_NATIVE_SIDECAR.to_owned(),
+            value: "true".into(),
+            reason: "native sidecars need Kubernetes 1.29 or later; running the proxy as a \
+                     regular container"
+                .into(),
+        });
+    }
 
     let mut cfg = ProxyConfig {
         skip_inbound_ports,

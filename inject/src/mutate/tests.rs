@@ -677,14 +677,31 @@ fn native_sidecars_follow_values_and_annotation() {
         (names::INJECT_ANNOTATION, "enabled"),
         (ENABLE_NATIVE_SIDECAR, "true"),
     ]);
-    injector(false).inject(&mut meta, &mut spec, &ctx());
+    injector(true).inject(&mut meta, &mut spec, &ctx());
     assert_eq!(names_of(&spec.containers), ["app"]);
 
-    // Values: enabled/disabled ignore the cluster.
+    // Asked for on a cluster without native sidecars (which would refuse
+    // the pod): a regular container and a warning, never a blocked pod.
+    let (mut meta, mut spec) = pod(&[
+        (names::INJECT_ANNOTATION, "enabled"),
+        (ENABLE_NATIVE_SIDECAR, "true"),
+    ]);
+    let Outcome::Injected { warnings } = injector(false).inject(&mut meta, &mut spec, &ctx())
+    else {
+        panic!("injected")
+    };
+    assert_eq!(names_of(&spec.containers), ["weft-proxy", "app"]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].annotation, ENABLE_NATIVE_SIDECAR);
+    assert!(warnings[0].reason.contains("1.29"), "{warnings:?}");
+
+    // Values: `enabled` wherever the cluster runs them, `disabled` never.
     for (setting, supported, native) in [
-        ("enabled", false, true),
+        ("enabled", true, true),
+        ("enabled", false, false),
         ("disabled", true, false),
         ("auto", false, false),
+        ("auto", true, true),
     ] {
         let mut values = Values::default();
         values.proxy.native_sidecar = setting.into();
@@ -870,4 +887,15 @@ fn port_and_subnet_lists_normalize() {
     );
     assert!(subnet_list("10.0.0.0").is_err());
     assert!(subnet_list("::/129").is_err());
+}
+
+#[test]
+fn native_sidecars_from_1_29() {
+    use crate::mutate::native_sidecars_supported as supported;
+    assert!(!supported("1", "20"));
+    assert!(!supported("1", "28+"));
+    assert!(supported("1", "29"));
+    assert!(supported("1", "31+"));
+    assert!(supported("2", "0"));
+    assert!(!supported("", ""));
 }
