@@ -1,8 +1,9 @@
 //! `weft`: the operator's command-line tool for the Weft mesh.
 //!
-//! Today it runs the local demo, makes identity material and writes
-//! ServiceProfiles; install, check, inject, stat, edges and routes arrive
-//! with the control plane.
+//! It installs the control plane (`install`, `uninstall`), checks it
+//! (`check`), meshes workloads (`inject`, `uninject`), runs the local demo,
+//! makes identity material and writes ServiceProfiles. `stat`, `edges` and
+//! `routes` arrive with the controller's metrics API.
 
 mod check;
 mod demo;

@@ -305,12 +305,13 @@ fn services_and_rbac_match_the_install_layout() {
         "/events:create",
         "events.k8s.io/events:patch",
         "apps/replicasets:get",
-        "apps/deployments:get",
         "batch/jobs:get",
-        "batch/cronjobs:get",
-        "/replicationcontrollers:get",
     ] {
         assert!(grants.contains(needed), "missing {needed}");
+    }
+    // Owners are resolved through ReplicaSets and Jobs only.
+    for unneeded in ["apps/deployments:get", "batch/cronjobs:get", "/secrets:get"] {
+        assert!(!grants.contains(unneeded), "{unneeded} is not needed");
     }
     // Least privilege: nothing is ever written but Events and TokenReviews,
     // and no Secret is readable.

@@ -294,13 +294,11 @@ fn cluster_role() -> ClusterRole {
             rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
             rule("", &["events"], &["create", "patch"]),
             rule("events.k8s.io", &["events"], &["create", "patch"]),
-            rule(
-                "apps",
-                &["replicasets", "deployments", "statefulsets", "daemonsets"],
-                &["get"],
-            ),
-            rule("batch", &["jobs", "cronjobs"], &["get"]),
-            rule("", &["replicationcontrollers"], &["get"]),
+            // Owner resolution reads only the middle links: a pod's
+            // ReplicaSet (→ Deployment) and Job (→ CronJob); other owners
+            // are named by the pod's own ownerReferences.
+            rule("apps", &["replicasets"], &["get"]),
+            rule("batch", &["jobs"], &["get"]),
         ]),
         ..ClusterRole::default()
     }
