@@ -483,8 +483,10 @@ async fn proxy_checks_flag_unready_and_stale_proxies() -> Result<()> {
         .await?;
 
     // The proxy is not ready (no kubelet): red after a short wait, and the
-    // wait is announced on stderr.
-    let out = weft(&plane, &["check", "--proxy", "-n", "shop", "--wait", "3s"]).await?;
+    // wait is announced on stderr. The wait is counted from the start of
+    // the command, so it must outlast the checks before this one on a
+    // loaded machine for the retry to be seen.
+    let out = weft(&plane, &["check", "--proxy", "-n", "shop", "--wait", "12s"]).await?;
     expect(&out, 1, &["data plane proxies are ready"]);
     assert!(
         stdout(&out)

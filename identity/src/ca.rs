@@ -59,6 +59,9 @@ pub struct CertInfo {
     pub is_ca: bool,
     /// DNS subject alternative names.
     pub dns_sans: Vec<String>,
+    /// IP address subject alternative names (a webhook called by
+    /// `https://127.0.0.1:PORT` is checked against these, not DNS names).
+    pub ip_sans: Vec<std::net::IpAddr>,
 }
 
 /// Reads the facts operators and tests care about from a DER certificate.
@@ -71,6 +74,7 @@ pub fn describe_cert(der: &[u8]) -> Result<CertInfo, Error> {
         not_after: to_system_time(cert.validity().not_after.timestamp()),
         is_ca: cert.is_ca(),
         dns_sans: cert_dns_sans(&cert),
+        ip_sans: cert_ip_sans(&cert),
     })
 }
 
@@ -95,6 +99,26 @@ fn cert_dns_sans(cert: &X509Certificate<'_>) -> Vec<String> {
             for n in &san.general_names {
                 if let GeneralName::DNSName(d) = n {
                     out.push((*d).to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn cert_ip_sans(cert: &X509Certificate<'_>) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for n in &san.general_names {
+                if let GeneralName::IPAddress(bytes) = n {
+                    // 4 bytes for IPv4, 16 for IPv6; anything else is malformed
+                    // and names no address.
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        out.push(std::net::IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        out.push(std::net::IpAddr::from(v6));
+                    }
                 }
             }
         }

@@ -61,7 +61,7 @@
 //!   `DEFAULT_ANCHOR_LIFETIME` (87600 h), `DEFAULT_ISSUER_LIFETIME` (8760 h)
 //!
 //! Misc: `parse_duration("24h" | "20s" | "1h30m" | "500ms" | "90")`, `format_duration`,
-//! `describe_cert(der) -> CertInfo` (subject, validity, CA flag, DNS SANs).
+//! `describe_cert(der) -> CertInfo` (subject, validity, CA flag, DNS and IP SANs).
 
 pub mod ca;
 mod csr;

@@ -88,19 +88,24 @@ pub fn san_covers(san: &str, name: &str) -> bool {
     }
 }
 
-/// `Err(why)` unless the serving certificate (first of `certs`) has a DNS
-/// SAN covering `name`.
+/// `Err(why)` unless the serving certificate (first of `certs`) has a SAN
+/// covering `name`: an IP address SAN when `name` is an address (a webhook
+/// `url:` such as `https://127.0.0.1:8443`, as TLS clients match it), else
+/// a DNS SAN.
 pub fn names(certs: &[CertInfo], name: &str) -> Result<(), String> {
     let Some(leaf) = certs.first() else {
         return Err("no certificate".into());
     };
-    if leaf.dns_sans.iter().any(|san| san_covers(san, name)) {
+    let covered = match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => leaf.ip_sans.contains(&ip),
+        Err(_) => leaf.dns_sans.iter().any(|san| san_covers(san, name)),
+    };
+    if covered {
         Ok(())
     } else {
-        Err(format!(
-            "the certificate is for {:?}, not {name:?}",
-            leaf.dns_sans
-        ))
+        let mut sans = leaf.dns_sans.clone();
+        sans.extend(leaf.ip_sans.iter().map(|ip| ip.to_string()));
+        Err(format!("the certificate is for {sans:?}, not {name:?}"))
     }
 }
 
@@ -155,6 +160,7 @@ mod tests {
             not_after,
             is_ca: true,
             dns_sans: vec![],
+            ip_sans: vec![],
         }
     }
 
@@ -181,6 +187,21 @@ mod tests {
         let future = validity("issuer", &[info(now + DAY, now + 400 * DAY)], now);
         assert!(future.now.unwrap_err().contains("not valid before"));
         assert_eq!(future.soon, Ok(()));
+    }
+
+    #[test]
+    fn an_address_is_matched_against_ip_sans() {
+        let now = SystemTime::now();
+        let mut leaf = info(now - DAY, now + DAY);
+        leaf.dns_sans = vec!["weft-injector.weft.svc".into()];
+        leaf.ip_sans = vec!["127.0.0.1".parse().unwrap()];
+        assert_eq!(names(std::slice::from_ref(&leaf), "127.0.0.1"), Ok(()));
+        assert_eq!(
+            names(std::slice::from_ref(&leaf), "weft-injector.weft.svc"),
+            Ok(())
+        );
+        let err = names(&[leaf], "10.0.0.1").unwrap_err();
+        assert!(err.contains("\"127.0.0.1\""), "{err}");
     }
 
     #[test]

@@ -24,12 +24,24 @@ pub fn run_with_stdin(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child
+    let mut stdin = child
         .stdin
         .take()
-        .ok_or_else(|| std::io::Error::other("no stdin pipe"))?
-        .write_all(input.as_bytes())?;
-    child.wait_with_output()
+        .ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
+    // Written from another thread while the output is read, so a child
+    // that prints before it has read everything cannot deadlock on full
+    // pipes. A child may exit without reading its input (a usage error):
+    // the broken pipe that follows is its answer, not the test's failure.
+    let input = input.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || match stdin.write_all(&input) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    });
+    let output = child.wait_with_output()?;
+    writer
+        .join()
+        .map_err(|_| std::io::Error::other("stdin writer panicked"))??;
+    Ok(output)
 }
 
 /// Exit status, stdout and stderr of a run, as one text for assertion
