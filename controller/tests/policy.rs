@@ -138,14 +138,23 @@ async fn quiet(s: &mut Streaming<OutboundPolicy>) {
     }
 }
 
-/// The HTTP routes of a `Detect` policy (HTTP/1 and HTTP/2 are equal).
+/// The HTTP routes of a `Detect` policy (HTTP/1 and HTTP/2 are equal)
+/// before the catch-all, which must be last (`controller/tests/outbound_api.rs`
+/// checks it field by field).
 fn routes(p: &OutboundPolicy) -> Vec<HttpRoute> {
     let Some(proxy_protocol::Kind::Detect(d)) = p.protocol.as_ref().unwrap().kind.as_ref() else {
         panic!("not Detect: {p:?}")
     };
     assert!(d.timeout.is_some());
-    let h1 = d.http1.as_ref().unwrap().routes.clone();
+    let mut h1 = d.http1.as_ref().unwrap().routes.clone();
     assert_eq!(h1, d.http2.as_ref().unwrap().routes);
+    let last = h1.pop().unwrap();
+    assert_eq!(
+        last.metadata.unwrap().kind,
+        Some(linkerd2_proxy_api::meta::metadata::Kind::Default(
+            "http".into()
+        ))
+    );
     h1
 }
 
@@ -342,15 +351,17 @@ spec:
         [("web-v2.shop.svc.cluster.local:8080".to_owned(), 1000)]
     );
 
-    // A Service without match-gated splits, or unknown: no routes, and
-    // the stream stays open.
-    let mut unknown = watch(&mut policies, "nope.shop:80").await;
-    assert!(routes(&next(&mut unknown).await).is_empty());
+    // A Service without match-gated splits: only the catch-all.
     let plain = policies.get(spec("web-v1.shop:80")).await.unwrap();
     assert!(routes(plain.get_ref()).is_empty());
-    // A Pod `IP:port` (as Get/GetProfile read it): no routes either.
-    let pod = policies.get(spec("10.1.2.3:8080")).await.unwrap();
-    assert!(routes(pod.get_ref()).is_empty());
+    // An unknown Service, and an `IP:port` that is no Service's ClusterIP
+    // (a Pod, an address outside the cluster): no policy, as Linkerd.
+    for what in ["nope.shop:80", "10.1.2.3:8080"] {
+        let err = policies.watch(spec(what)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{what}: {err}");
+        let err = policies.get(spec(what)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{what}: {err}");
+    }
 
     // Names outside the cluster are refused as Get/GetProfile refuse them.
     for bad in [

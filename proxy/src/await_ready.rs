@@ -38,24 +38,27 @@ pub struct NotReady {
 pub async fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), NotReady> {
     let deadline = Instant::now() + timeout;
     let mut interval = MIN_INTERVAL;
+    let mut last: Option<String> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let last =
-            match tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), ready_status(addr)).await {
-                Ok(Ok(200)) => return Ok(()),
-                Ok(Ok(status)) => format!("/ready answered {status}"),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer in time".to_string(),
-            };
+        let attempt = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), ready_status(addr));
+        last = match attempt.await {
+            Ok(Ok(200)) => return Ok(()),
+            Ok(Ok(status)) => Some(format!("/ready answered {status}")),
+            Ok(Err(e)) => Some(e.to_string()),
+            // An attempt cut short by the deadline says less than the
+            // answer before it, which is what the operator needs to see.
+            Err(_) => last.or_else(|| Some("no answer in time".to_string())),
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(NotReady {
                 addr,
                 timeout,
-                last,
+                last: last.unwrap_or_default(),
             });
         }
-        tracing::debug!(%addr, %last, "proxy not ready yet");
+        tracing::debug!(%addr, last = last.as_deref().unwrap_or(""), "proxy not ready yet");
         tokio::time::sleep(interval.min(remaining)).await;
         interval = (interval * 2).min(MAX_INTERVAL);
     }

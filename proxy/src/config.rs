@@ -38,7 +38,8 @@ pub struct Config {
     /// Targets known to run a Weft proxy, to which HTTP/1 is carried over
     /// HTTP/2 and, when their identity is given, mTLS is used
     /// (`WEFT_PROXY_MESHED_TARGETS`: `*` or `ip:port[=identity],...`).
-    /// Discovery replaces this setting once the destination service exists.
+    /// An override: addresses discovery knows use what it announces, so
+    /// with a destination service this is needed only for the others.
     pub meshed_targets: MeshedTargets,
     /// This proxy's identity, when mTLS is configured (see
     /// [`IdentityConfig`]); `None` runs plaintext.

@@ -12,6 +12,8 @@
 //! reached is reset too, as a transparent proxy must.
 
 use crate::config::PortSet;
+use crate::discovery::balance::PeakEwma;
+use crate::discovery::{DiscoveredEndpoint, Discovery, Resolution};
 use crate::drain::Drain;
 use crate::http::server::{self, HttpService, ServerSettings};
 use crate::identity::LocalIdentity;
@@ -53,10 +55,52 @@ pub struct Side {
 /// Where a connection's opaque bytes go, and what its peer must prove.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// The address to connect to.
+    /// The address to connect to (the original destination).
     pub addr: SocketAddr,
     /// The identity of the proxy there, for mTLS; `None` for plaintext.
     pub identity: Option<Arc<str>>,
+    /// Forward as opaque TCP at once, without protocol detection
+    /// (discovery says the port is opaque).
+    pub opaque: bool,
+    /// A target discovery knows: opaque connections are balanced over its
+    /// endpoints (each with mTLS to its own identity) instead of going to
+    /// `addr`.
+    pub balanced: Option<Balanced>,
+}
+
+/// The discovered endpoints of an opaque target, and how to pick one.
+#[derive(Clone)]
+pub struct Balanced {
+    /// The authority they were resolved by (`IP:port`).
+    pub name: String,
+    /// Where the endpoints are looked up again when the connection is
+    /// forwarded (a shared, cached watch), so a connection that waited
+    /// for detection still gets a current endpoint.
+    pub discovery: Discovery,
+    /// P2C over peak-EWMA, shared with HTTP.
+    pub balancer: PeakEwma,
+    /// The longest wait for that lookup (the watch normally answers at once).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Target {
+    /// A target reached as it is: `addr`, with mTLS if `identity` is set.
+    pub fn direct(addr: SocketAddr, identity: Option<Arc<str>>) -> Self {
+        Self {
+            addr,
+            identity,
+            opaque: false,
+            balanced: None,
+        }
+    }
 }
 
 type Accepting = PrefixedIo<MeteredIo<TcpStream>>;
@@ -77,7 +121,7 @@ impl Side {
         let io = MeteredIo::unattached(accepted.stream);
         let skip_detect = target
             .as_ref()
-            .is_some_and(|t| self.opaque_ports.contains(t.addr.port()));
+            .is_some_and(|t| t.opaque || self.opaque_ports.contains(t.addr.port()));
         let (detected, mut io) = if skip_detect {
             (Detected::Opaque, PrefixedIo::new(Bytes::new(), io))
         } else {
@@ -148,6 +192,14 @@ impl Side {
             .0
             .get_mut()
             .attach(|| self.tcp.open(self.direction, "src", status.clone()));
+        if tls::is_opaque(&stream) {
+            // A peer proxy carrying opaque TCP: nothing to detect, and the
+            // application may be the one to speak first.
+            tracing::debug!(%client, tls = ?status, "mTLS accepted (opaque)");
+            self.forward_opaque(&mut stream, client, target.as_ref())
+                .await;
+            return;
+        }
         let (detected, mut io) = match detect(stream, self.detect_timeout).await {
             Ok(d) => d,
             Err(error) => {
@@ -186,17 +238,38 @@ impl Side {
             tracing::info!(%client, "non-HTTP connection with no original destination; closing");
             return false;
         };
-        let tls = match (&self.identity, &target.identity) {
+        let mut addr = target.addr;
+        let mut identity = target.identity.clone();
+        let mut in_flight = None;
+        if let Some(balanced) = &target.balanced {
+            match balanced
+                .discovery
+                .resolve(&balanced.name, balanced.timeout)
+                .await
+            {
+                Resolution::Endpoints(endpoints) => {
+                    let Some(picked) = pick(balanced, &endpoints, client) else {
+                        return false;
+                    };
+                    (addr, identity) = (picked.0, picked.1);
+                    in_flight = Some(picked.2);
+                }
+                // No longer known: where the connection was going.
+                Resolution::Unknown | Resolution::Pending => {}
+            }
+        }
+        let tls = match (&self.identity, &identity) {
             (Some(local), Some(remote)) => Some((local, remote)),
             _ => None,
         };
         match opaque::forward(
             io,
-            target.addr,
+            addr,
             self.connect_timeout,
             &self.tcp,
             self.direction,
             tls,
+            in_flight,
         )
         .await
         {
@@ -205,6 +278,27 @@ impl Side {
                 tracing::info!(%client, %error, "opaque connection failed; resetting client");
                 false
             }
+        }
+    }
+}
+
+/// Picks one of a discovered target's endpoints for an opaque connection
+/// (its address, identity and load guard); `None` (logged) when none can
+/// be used.
+fn pick(
+    balanced: &Balanced,
+    endpoints: &[DiscoveredEndpoint],
+    client: SocketAddr,
+) -> Option<(
+    SocketAddr,
+    Option<Arc<str>>,
+    crate::discovery::balance::InFlight,
+)> {
+    match balanced.balancer.pick(endpoints) {
+        Ok((ep, in_flight)) => Some((ep.addr, ep.identity.clone(), in_flight)),
+        Err(why) => {
+            tracing::info!(%client, service = %balanced.name, ?why, "opaque connection has no usable endpoint; resetting client");
+            None
         }
     }
 }

@@ -77,10 +77,7 @@ impl Inbound {
             forward: self.forward.clone(),
         };
         let (http_metrics, direction) = (self.http_metrics.clone(), self.side.direction);
-        let opaque_target = Target {
-            addr: target,
-            identity: None,
-        };
+        let opaque_target = Target::direct(target, None);
         self.side
             .serve(accepted, Some(opaque_target), move |tls| {
                 let metrics = NewMetrics::new(http_metrics, direction, tls);

@@ -19,7 +19,7 @@ Configured by environment variables (defaults in brackets):
   WEFT_PROXY_ADMIN_ADDR              admin server [127.0.0.1:4191]
   WEFT_PROXY_INBOUND_FORWARD         app address for non-redirected inbound traffic
   WEFT_PROXY_OPAQUE_PORTS            ports never inspected, e.g. 25,3306,4222-4224
-  WEFT_PROXY_MESHED_TARGETS          '*' or ip:port list carried as HTTP/2 between proxies
+  WEFT_PROXY_MESHED_TARGETS          '*' or ip:port[=identity] list of Weft proxies (override)
   WEFT_PROXY_DETECT_TIMEOUT          protocol detection timeout [10s]
   WEFT_PROXY_CONNECT_TIMEOUT         TCP connect timeout [1s]
   WEFT_PROXY_IDLE_TIMEOUT            idle served HTTP connections are closed [60s]

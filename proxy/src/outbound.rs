@@ -7,7 +7,7 @@
 //! target is carried over HTTP/2 (see [`crate::http::orig_proto`]).
 
 use crate::config::MeshedTargets;
-use crate::conn::{Side, Target};
+use crate::conn::{Balanced, Side, Target};
 use crate::discovery::balance::{PeakEwma, Unavailable};
 use crate::discovery::policy::Policy;
 use crate::discovery::{pick_override, DiscoveredEndpoint, Discovery, Profile, Resolution};
@@ -53,6 +53,23 @@ pub struct Outbound {
 pub struct Route {
     router: Arc<Router>,
     orig_dst: Option<SocketAddr>,
+    /// What discovery said about `orig_dst`, looked up once per connection.
+    discovered: Option<Arc<Discovered>>,
+}
+
+/// What the controller says about an `IP:port` (a redirected connection's
+/// original destination, or an address a request names): a Service's
+/// ClusterIP resolves to the Service (its profile and endpoints), a pod IP
+/// to that pod.
+#[derive(Debug)]
+struct Discovered {
+    /// `IP:port`, as it was looked up.
+    name: String,
+    /// The address's profile (default when there is none yet).
+    profile: Profile,
+    /// Its endpoints; `None` when the controller does not know the address
+    /// (it is then used as it is).
+    endpoints: Option<Arc<Vec<DiscoveredEndpoint>>>,
 }
 
 struct Router {
@@ -102,18 +119,24 @@ impl Outbound {
         }
     }
 
-    /// Handles one accepted outbound connection.
+    /// Handles one accepted outbound connection. A redirected connection's
+    /// original destination is looked up first (bounded by the discovery
+    /// timeout; a cached watch answers at once), so that an opaque port
+    /// skips detection and opaque TCP is balanced over the endpoints.
     pub async fn serve(self, accepted: Accepted) {
         let orig_dst = accepted.orig_dst;
+        let discovered = match orig_dst {
+            Some(addr) if !self.router.is_self(addr) => self.router.discover_addr(addr).await,
+            _ => None,
+        };
+        let opaque_target =
+            orig_dst.map(|addr| self.router.opaque_target(addr, discovered.as_deref()));
         let route = Route {
             router: self.router.clone(),
             orig_dst,
+            discovered,
         };
         let (http_metrics, direction) = (self.http_metrics.clone(), self.side.direction);
-        let opaque_target = orig_dst.map(|addr| Target {
-            addr,
-            identity: self.router.meshed.get(&addr).and_then(|m| m.identity),
-        });
         self.side
             .serve(accepted, opaque_target, move |tls| {
                 let metrics = NewMetrics::new(http_metrics, direction, tls);
@@ -141,8 +164,8 @@ impl tower::Service<Request<BoxBody>> for Route {
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
         let router = self.router.clone();
-        let orig_dst = self.orig_dst;
-        Box::pin(async move { router.route(orig_dst, req).await })
+        let (orig_dst, discovered) = (self.orig_dst, self.discovered.clone());
+        Box::pin(async move { router.route(orig_dst, discovered, req).await })
     }
 }
 
@@ -152,14 +175,15 @@ impl Router {
     async fn route(
         &self,
         orig_dst: Option<SocketAddr>,
+        discovered: Option<Arc<Discovered>>,
         mut req: Request<BoxBody>,
     ) -> Result<Response<BoxBody>, ProxyError> {
         // Only a peer proxy may speak orig-proto; never trust the app's.
         req.headers_mut().remove(headers::L5D_ORIG_PROTO);
 
-        // A name the controller knows is balanced over its endpoints;
-        // anything else goes to the original destination.
-        let req = match self.route_discovered(req).await {
+        // A name or address the controller knows is balanced over its
+        // endpoints; anything else goes to the original destination.
+        let req = match self.route_discovered(req, discovered).await {
             Ok(rsp) => return rsp,
             Err(req) => req,
         };
@@ -176,64 +200,124 @@ impl Router {
     }
 
     /// Routes by discovery when the request names a service the controller
-    /// knows; hands the request back (`Err`) when it does not, to be routed
-    /// as usual.
+    /// knows, or was redirected to an address it knows (`discovered`: a
+    /// ClusterIP or pod IP); hands the request back (`Err`) when neither,
+    /// to be routed as usual.
     async fn route_discovered(
         &self,
         req: Request<BoxBody>,
+        discovered: Option<Arc<Discovered>>,
     ) -> Result<Result<Response<BoxBody>, ProxyError>, Request<BoxBody>> {
         let Some((discovery, _)) = self.discovery.as_ref() else {
             return Err(req);
         };
-        let Some(authority) = headers::authority(&req) else {
+        let authority = headers::authority(&req);
+        let ip = authority.as_ref().and_then(|a| {
+            a.host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
+        let named = match (&authority, ip) {
+            (Some(authority), None) => Some(authority),
+            _ => None,
+        };
+        if let Some(authority) = named {
+            let port = authority.port_u16().unwrap_or(80);
+            let name = format!("{}:{}", authority.host(), port);
+            // The profile, the outbound policy and the endpoints are looked
+            // up together.
+            let (profile, resolution, policy) = tokio::join!(
+                discovery.profile(&name, DISCOVERY_TIMEOUT),
+                discovery.resolve(&name, DISCOVERY_TIMEOUT),
+                discovery.policy(&name, DISCOVERY_TIMEOUT)
+            );
+            let logical = Logical {
+                name,
+                port,
+                profile: profile.unwrap_or_default(),
+                policy,
+            };
+            if let Some(backend) = self.backend(&logical, Some(resolution), head(&req)).await {
+                return Ok(Ok(self.route_request(req, logical, backend).await));
+            }
+            // A name the controller does not serve: the connection's
+            // original destination may still be one it knows.
+        }
+        // An address: the redirected connection's original destination
+        // (looked up when it was accepted), else the address the request
+        // names (an application using the proxy as `http_proxy`).
+        let discovered = match (discovered, ip, &authority) {
+            (Some(d), _, _) => d,
+            (None, Some(ip), Some(authority)) => {
+                let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(80));
+                match self.discover_addr(addr).await {
+                    Some(d) => d,
+                    None => return Err(req),
+                }
+            }
+            _ => return Err(req),
+        };
+        let Some(endpoints) = discovered.endpoints.clone() else {
             return Err(req);
         };
-        let port = authority.port_u16().unwrap_or(80);
-        let ip = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>();
-        if let Ok(ip) = ip {
-            // An address: if it is a pod the controller knows, the answer
-            // is that pod (its identity for mTLS, its protocol hint);
-            // otherwise it is forwarded as it is.
-            let name = SocketAddr::new(ip, port).to_string();
-            return match discovery.resolve(&name, DISCOVERY_TIMEOUT).await {
-                Resolution::Endpoints(endpoints) if !endpoints.is_empty() => {
-                    let backend = Backend {
-                        name: name.clone(),
-                        endpoints,
-                    };
-                    let logical = Logical {
-                        name,
-                        port,
-                        profile: Profile::default(),
-                        policy: None,
-                    };
-                    Ok(Ok(self.route_request(req, logical, backend).await))
-                }
-                _ => Err(req),
-            };
-        }
-        let name = format!("{}:{}", authority.host(), port);
-        // The profile, the outbound policy and the endpoints are looked
-        // up together.
-        let (profile, resolution, policy) = tokio::join!(
-            discovery.profile(&name, DISCOVERY_TIMEOUT),
-            discovery.resolve(&name, DISCOVERY_TIMEOUT),
-            discovery.policy(&name, DISCOVERY_TIMEOUT)
-        );
+        let port = port_of(&discovered.name);
+        let policy = discovery.policy(&discovered.name, DISCOVERY_TIMEOUT).await;
         let logical = Logical {
-            name,
+            name: discovered.name.clone(),
             port,
-            profile: profile.unwrap_or_default(),
+            profile: discovered.profile.clone(),
             policy,
         };
-        let Some(backend) = self.backend(&logical, Some(resolution), head(&req)).await else {
+        let own = Resolution::Endpoints(endpoints);
+        let Some(backend) = self.backend(&logical, Some(own), head(&req)).await else {
             return Err(req);
         };
         Ok(Ok(self.route_request(req, logical, backend).await))
+    }
+
+    /// Looks `addr` up (profile and endpoints together, each bounded by
+    /// the discovery timeout); `None` without discovery.
+    async fn discover_addr(&self, addr: SocketAddr) -> Option<Arc<Discovered>> {
+        let (discovery, _) = self.discovery.as_ref()?;
+        let name = addr.to_string();
+        let (profile, resolution) = tokio::join!(
+            discovery.profile(&name, DISCOVERY_TIMEOUT),
+            discovery.resolve(&name, DISCOVERY_TIMEOUT)
+        );
+        let endpoints = match resolution {
+            Resolution::Endpoints(endpoints) => Some(endpoints),
+            Resolution::Unknown | Resolution::Pending => None,
+        };
+        Some(Arc::new(Discovered {
+            name,
+            profile: profile.unwrap_or_default(),
+            endpoints,
+        }))
+    }
+
+    /// Where a redirected connection's opaque bytes go: balanced over the
+    /// endpoints discovery knows for `addr` (mTLS to each one's identity),
+    /// else `addr` itself (mTLS if `WEFT_PROXY_MESHED_TARGETS` names its
+    /// identity). An opaque port (from the profile) skips detection.
+    fn opaque_target(&self, addr: SocketAddr, discovered: Option<&Discovered>) -> Target {
+        let configured = self.meshed.get(&addr).and_then(|m| m.identity);
+        let mut target = Target::direct(addr, configured);
+        let (Some(d), Some((discovery, balancer))) = (discovered, self.discovery.as_ref()) else {
+            return target;
+        };
+        target.opaque = d.profile.opaque;
+        if d.endpoints.is_some() {
+            target.identity = None;
+            target.balanced = Some(Balanced {
+                name: d.name.clone(),
+                discovery: discovery.clone(),
+                balancer: balancer.clone(),
+                timeout: DISCOVERY_TIMEOUT,
+            });
+        }
+        target
     }
 
     /// Chooses where one attempt goes: the backends of the first outbound
@@ -265,7 +349,10 @@ impl Router {
                     format!("{a}:{}", logical.port)
                 }
             })
-            .filter(|a| *a != logical.name);
+            // The service itself, by the request's name or by the FQDN the
+            // controller names it (the policy's catch-all backend): reuse
+            // the request's own resolution instead of a second lookup.
+            .filter(|a| *a != logical.name && a.as_str() != &*logical.profile.name);
         let (name, resolution) = match (chosen, own) {
             (None, Some(own)) => (logical.name.clone(), own),
             (chosen, _) => {
@@ -567,6 +654,11 @@ fn clone_head(parts: &http::request::Parts, body: BoxBody) -> Request<BoxBody> {
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     req
+}
+
+/// The port of `IP:port` (80 if absent).
+fn port_of(addr: &str) -> u16 {
+    addr.parse::<SocketAddr>().map_or(80, |a| a.port())
 }
 
 /// Resolves a request's authority (`host[:port]`, port 80 by default) to a

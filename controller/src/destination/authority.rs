@@ -8,9 +8,10 @@
 //! namespace `com`, which normally does not exist, so the answer is
 //! `NoEndpoints { exists: false }` and the proxy uses the original address.
 //!
-//! An IP literal with a port (`10.1.2.3:8080`, `[fd00::1]:8080`) is a Pod
-//! authority instead: the destination service answers with the Pod that
-//! has that IP (see [`Authority`]).
+//! An IP literal with a port (`10.1.2.3:8080`, `[fd00::1]:8080`) is an
+//! address authority instead: what it names depends on the store at the
+//! time of each answer, a Service whose ClusterIP it is, else the Pod that
+//! has that IP (see [`Authority::Addr`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,22 +40,25 @@ impl std::fmt::Display for Target {
 pub enum Authority {
     /// A Service port by name.
     Service(Target),
-    /// An `IP:port`: the Pod with that IP, on that port (what a proxy
-    /// asks when an application connects to a Pod directly, e.g. a
-    /// StatefulSet member or a headless Service's record).
-    Pod(SocketAddr),
+    /// An `IP:port`: the Service port whose ClusterIP it is (what a proxy
+    /// asks after an iptables redirect of a connection to a Service), else
+    /// the Pod with that IP, on that port (an application connecting to a
+    /// Pod directly, e.g. a StatefulSet member or a headless Service's
+    /// record). Which one is decided per snapshot
+    /// ([`super::endpoints::service_at`]).
+    Addr(SocketAddr),
 }
 
 impl std::fmt::Display for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Authority::Service(t) => t.fmt(f),
-            Authority::Pod(addr) => write!(f, "pod {addr}"),
+            Authority::Addr(addr) => write!(f, "address {addr}"),
         }
     }
 }
 
-/// Parses `path` as a Pod `IP:port` authority (IPv6 in brackets; a
+/// Parses `path` as an `IP:port` authority (IPv6 in brackets; a
 /// missing port means 80), else as a Service authority ([`parse`]).
 pub fn parse_authority(path: &str, cluster_domain: &str) -> Result<Authority, AuthorityError> {
     if let Ok(addr) = path.parse::<SocketAddr>() {
@@ -63,11 +67,11 @@ pub fn parse_authority(path: &str, cluster_domain: &str) -> Result<Authority, Au
                 path: path.to_owned(),
             });
         }
-        return Ok(Authority::Pod(addr));
+        return Ok(Authority::Addr(addr));
     }
     let bare = path.strip_prefix('[').and_then(|p| p.strip_suffix(']'));
     if let Ok(ip) = bare.unwrap_or(path).parse::<IpAddr>() {
-        return Ok(Authority::Pod(SocketAddr::new(ip, DEFAULT_PORT)));
+        return Ok(Authority::Addr(SocketAddr::new(ip, DEFAULT_PORT)));
     }
     parse(path, cluster_domain).map(Authority::Service)
 }
@@ -180,7 +184,7 @@ mod tests {
     #[test]
     fn ip_literals_are_pod_authorities() {
         let cd = "cluster.local";
-        let pod = |a: &str| Authority::Pod(a.parse().unwrap());
+        let pod = |a: &str| Authority::Addr(a.parse().unwrap());
         assert_eq!(
             parse_authority("10.1.2.3:8080", cd).unwrap(),
             pod("10.1.2.3:8080")

@@ -4,8 +4,9 @@
 //!
 //! Endpoints come from the store's [`EndpointSet`](crate::store::EndpointSet)
 //! of a Service, one shape whether the feed read core/v1 Endpoints or
-//! `discovery.k8s.io/v1` EndpointSlices. A Pod `IP:port` authority resolves
-//! to that one Pod (see [`resolve`]).
+//! `discovery.k8s.io/v1` EndpointSlices. An `IP:port` authority resolves
+//! to the Service whose ClusterIP it is, else to the one Pod with that IP
+//! (see [`resolve`]).
 
 use super::authority::{Authority, Target};
 use crate::store::endpoint_set::EndpointPort;
@@ -55,17 +56,40 @@ pub struct Resolution {
 }
 
 /// Resolves `authority` in `snap`: a Service port to its ready endpoints
-/// ([`resolve_service`]), a Pod `IP:port` to that Pod ([`resolve_pod`]).
+/// ([`resolve_service`]), a Service's `clusterIP:port` the same way, any
+/// other `IP:port` to the Pod with that IP ([`resolve_pod`]).
 pub fn resolve(snap: &Snapshot, authority: &Authority, trust_domain: &str) -> Resolution {
     match authority {
         Authority::Service(target) => resolve_service(snap, target, trust_domain),
-        Authority::Pod(addr) => resolve_pod(snap, *addr, trust_domain),
+        Authority::Addr(addr) => match service_at(snap, *addr) {
+            Some(target) => resolve_service(snap, &target, trust_domain),
+            None => resolve_pod(snap, *addr, trust_domain),
+        },
     }
+}
+
+/// The Service port `addr` names when its IP is exactly one Service's
+/// ClusterIP (the port is the Service port, mapped to target ports as
+/// for a name); `None` when no Service has that ClusterIP (a Pod IP, an
+/// address outside the cluster) or, in a hand-written file feed, several
+/// do (an ambiguous address is left to the proxy rather than guessed).
+pub fn service_at(snap: &Snapshot, addr: SocketAddr) -> Option<Target> {
+    let mut keys = snap.services_with_cluster_ip(addr.ip());
+    let key = keys.next()?;
+    if let Some(other) = keys.next() {
+        tracing::debug!(%addr, first = %key, %other, "several services have this ClusterIP; not resolving it");
+        return None;
+    }
+    Some(Target {
+        namespace: key.namespace.clone(),
+        service: key.name.clone(),
+        port: addr.port(),
+    })
 }
 
 /// Resolves `target` in `snap`: the Service's ready endpoints on the port
 /// the Service port maps to, as Kubernetes maps it (by port name, else by
-/// a numeric `targetPort`; a port the Service does not declare is used as
+/// a numeric `targetPort` or the name a named one gives; a port the Service does not declare is used as
 /// is, like Linkerd does).
 pub fn resolve_service(snap: &Snapshot, target: &Target, trust_domain: &str) -> Resolution {
     let key = ObjectKey::new(&target.namespace, &target.service);
@@ -122,18 +146,7 @@ pub fn resolve_pod(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> Res
 /// without `endpoint`: the proxy uses the address as it is.
 pub fn pod_profile(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> DestinationProfile {
     let resolved = resolve_pod(snap, addr, trust_domain);
-    let opaque = pod_at(snap, addr.ip())
-        .and_then(|(_, pod)| {
-            pod.metadata
-                .annotations
-                .as_ref()?
-                .get(OPAQUE_PORTS_ANNOTATION)
-        })
-        .is_some_and(|list| {
-            list.split(',')
-                .filter_map(|p| weft_smi_crds::profile::parse_port_range(p.trim()).ok())
-                .any(|(lo, hi)| (lo..=hi).contains(&addr.port()))
-        });
+    let opaque = pod_at(snap, addr.ip()).is_some_and(|(_, pod)| pod_opaque(pod, addr.port()));
     let budget = weft_smi_crds::profile::RetryBudget::default();
     DestinationProfile {
         endpoint: resolved.endpoints.values().next().map(weighted),
@@ -147,6 +160,41 @@ pub fn pod_profile(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> Des
         }),
         ..Default::default()
     }
+}
+
+/// Whether `pod`'s `config.linkerd.io/opaque-ports` lists `port`.
+fn pod_opaque(pod: &Pod, port: u16) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPAQUE_PORTS_ANNOTATION))
+        .is_some_and(|list| {
+            list.split(',')
+                .filter_map(|p| weft_smi_crds::profile::parse_port_range(p.trim()).ok())
+                .any(|(lo, hi)| (lo..=hi).contains(&port))
+        })
+}
+
+/// Whether a ready endpoint of `target` is a Pod whose
+/// `config.linkerd.io/opaque-ports` lists the endpoint port the Service
+/// port maps to (Linkerd marks a Service port opaque when its Pods'
+/// target port is).
+pub fn endpoints_opaque(snap: &Snapshot, target: &Target) -> bool {
+    let key = ObjectKey::new(&target.namespace, &target.service);
+    let (Some(svc), Some(set)) = (snap.services.get(&key), snap.endpoint_set(&key)) else {
+        return false;
+    };
+    set.groups.iter().any(|group| {
+        let Some(port) = endpoint_port(svc, target.port, &group.ports) else {
+            return false;
+        };
+        group
+            .addresses
+            .iter()
+            .filter(|a| a.ready)
+            .filter_map(|a| snap.pods.get(a.pod.as_ref()?))
+            .any(|pod| pod_opaque(pod, port))
+    })
 }
 
 /// The one Pod with IP `ip`; `None` when there is none or several (an
@@ -180,10 +228,21 @@ fn endpoint_port(svc: &Service, port: u16, ports: &[EndpointPort]) -> Option<u16
     if let Some(ep) = ports.iter().find(|ep| ep.name == name) {
         return as_u16(ep.port);
     }
-    if let Some(IntOrString::Int(n)) = &sp.target_port {
-        if let Some(ep) = ports.iter().find(|ep| ep.port == *n) {
-            return as_u16(ep.port);
+    match &sp.target_port {
+        Some(IntOrString::Int(n)) => {
+            if let Some(ep) = ports.iter().find(|ep| ep.port == *n) {
+                return as_u16(ep.port);
+            }
         }
+        // Kubernetes names Endpoints ports after the Service port (matched
+        // above); a hand-written file may name them after the container
+        // port a named `targetPort` refers to.
+        Some(IntOrString::String(target)) => {
+            if let Some(ep) = ports.iter().find(|ep| ep.name == *target) {
+                return as_u16(ep.port);
+            }
+        }
+        None => {}
     }
     match ports {
         [only] if name.is_empty() => as_u16(only.port),
@@ -532,7 +591,7 @@ status: {{phase: Running, podIPs: [{{ip: 10.1.2.9}}]}}
                 .objects,
         );
         let addr: SocketAddr = "10.1.2.3:8080".parse().unwrap();
-        let r = resolve(&snap, &Authority::Pod(addr), "cluster.local");
+        let r = resolve(&snap, &Authority::Addr(addr), "cluster.local");
         assert!(r.exists);
         assert_eq!(
             r.labels,

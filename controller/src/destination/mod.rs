@@ -13,8 +13,10 @@
 //! "no such service" and our proxy falls back to the original address.
 //! A path that cannot name a Service in this cluster (another domain, a
 //! bad port) is refused with `InvalidArgument`, also as Linkerd does.
-//! An `IP:port` path names the Pod with that IP instead
-//! ([`endpoints::resolve_pod`], [`endpoints::pod_profile`]).
+//! An `IP:port` path names the Service whose ClusterIP it is (answered
+//! exactly as the Service's name), else the Pod with that IP
+//! ([`endpoints::service_at`], [`endpoints::resolve_pod`],
+//! [`endpoints::pod_profile`]).
 //!
 //! `GetProfile` accepts the same authorities and streams the Service's
 //! `DestinationProfile` (routes and retry budget from its ServiceProfile,
@@ -174,9 +176,12 @@ impl ProfileState {
             let snap = self.follower.next().await?;
             let next = match &self.target {
                 Authority::Service(t) => profile::translate(&snap, t, &self.cluster_domain),
-                Authority::Pod(addr) => profile::Translation {
-                    profile: endpoints::pod_profile(&snap, *addr, &self.trust_domain),
-                    ignored: Vec::new(),
+                Authority::Addr(addr) => match endpoints::service_at(&snap, *addr) {
+                    Some(t) => profile::translate(&snap, &t, &self.cluster_domain),
+                    None => profile::Translation {
+                        profile: endpoints::pod_profile(&snap, *addr, &self.trust_domain),
+                        ignored: Vec::new(),
+                    },
                 },
             };
             if self.sent.as_ref() == Some(&next) {

@@ -1,63 +1,84 @@
-//! `io.linkerd.proxy.outbound.OutboundPolicies`: TrafficSplits gated by
-//! `matches` (SMI v1alpha3/v1alpha4 HTTPRouteGroup A/B routing).
+//! `io.linkerd.proxy.outbound.OutboundPolicies`: the complete outbound
+//! policy of a Service port, as Linkerd's policy controller shapes it.
 //!
-//! A `DestinationProfile`'s `dst_overrides` apply to every request, so a
-//! split that applies only to requests with, say, `x-canary: true` cannot
-//! be sent there (see [`super::profile`]). Linkerd's newer outbound policy
-//! API can say it: an HTTP route whose rule has request matches and
-//! weighted backends. For a Service that is the root (`spec.service`) of
-//! such splits, the policy has one route per split (in name order), each
-//! with one rule:
+//! The target is a Service, by name (`svc.ns.svc.CLUSTER_DOMAIN:port`, or
+//! the short forms `Get` accepts) or by its `clusterIP:port`. Anything
+//! else has no outbound policy and is answered `NotFound`: a Service that
+//! does not exist, a Pod IP (the client uses `GetProfile`'s `endpoint`), an
+//! address outside the cluster (the client forwards to it as it is). Names
+//! outside the cluster domain and bad ports are `InvalidArgument`, as for
+//! `Get`.
 //!
-//! - `matches`: every match of every referenced HTTPRouteGroup (SMI merges
-//!   the groups; a request matching any of them is split). One SMI match
-//!   becomes one `HttpRouteMatch` per listed method (the protocol has one
-//!   method per match; `*` or no methods: any method), each carrying the
-//!   `pathRegex` and the header regexes, all **anchored** as `^(?:RE)$`
-//!   like ServiceProfile paths (SMI header values are regexes:
-//!   `user-agent: ".*Firefox.*"`);
-//! - `backends`: `RandomAvailable`, the split's backends with the same
-//!   weights as `dst_overrides` ([`linkerd_weights`]), each a P2C balancer
-//!   over `Destination.Get` of `BACKEND.ns.svc.CLUSTER_DOMAIN:PORT`.
+//! The policy (metadata `core/Service` with the port) is
 //!
-//! Requests no rule matches are not the policy's business: the proxy
-//! follows the profile (a split without `matches`, or the Service itself),
-//! so no catch-all route is sent. A split whose references cannot be
-//! resolved (unknown HTTPRouteGroup, a group without matches, an invalid
-//! regex or header name) is left out, never widened to all traffic, and a
-//! warning says why. Like `GetProfile`, `Watch` sends the current policy at
-//! once and then each one that differs, and unknown Services get an empty
-//! policy (no routes) on a stream that stays open. Authorities are parsed
-//! as for `Get`/`GetProfile`; a Pod `IP:port` (as an authority or as the
-//! `addr` target) gets a policy without routes, since splits apply to
-//! Services.
+//! - `Opaque` with one route when the port is opaque (ServiceProfile
+//!   `opaquePorts`, `config.linkerd.io/opaque-ports` on the Service, or on
+//!   a ready endpoint's Pod for the endpoint port);
+//! - else `Detect` (timeout [`DETECT_TIMEOUT`]) with that same opaque route
+//!   and the same HTTP routes for HTTP/1 and HTTP/2, with failure accrual
+//!   ([`failure_accrual`], Weft's proxy defaults). The HTTP routes, in
+//!   order:
+//!   1. one per TrafficSplit **with `matches`** (SMI v1alpha3/v1alpha4
+//!      HTTPRouteGroup A/B routing), in name order, each with one rule:
+//!      every match of every referenced HTTPRouteGroup (one
+//!      `HttpRouteMatch` per listed method; regexes **anchored** as
+//!      `^(?:RE)$` like ServiceProfile paths) and the split's backends
+//!      (`RandomAvailable`, weights as `dst_overrides` has them,
+//!      [`linkerd_weights`]);
+//!   2. one per ServiceProfile route whose condition the API can express
+//!      (method and path regex, `all`, `any`; not `not`), carrying the
+//!      route's `timeout` as the rule's request timeout and, for
+//!      `isRetryable` routes, a `retry` on its failure status ranges, to the
+//!      default backends;
+//!   3. a **catch-all** (path prefix `/`) to the default backends.
+//!
+//! The default backends are what `GetProfile` sends as `dst_overrides` (a
+//! TrafficSplit without `matches`, else the profile's `dstOverrides`), as
+//! `RandomAvailable` with those weights, else the Service itself
+//! (`FirstAvailable`). Every backend is a P2C peak-EWMA balancer over
+//! `Destination.Get` of its `svc.ns.svc.CLUSTER_DOMAIN:port` with a queue.
+//! So Weft's proxy, which takes the backends of the first rule a request
+//! matches, routes exactly as the profile alone would for requests no
+//! split matches.
+//!
+//! A split whose references cannot be resolved (unknown HTTPRouteGroup, a
+//! group without matches, an invalid regex or header name) is left out,
+//! never widened to all traffic; a profile route that cannot be expressed
+//! is left out too (its requests take the catch-all, without the route's
+//! timeout or retries); a warning says why. `Watch` sends the current
+//! policy at once and then each one that differs; it ends with `NotFound`
+//! if the Service is deleted.
 
 use super::authority::{self, Authority, Target};
-use super::profile::{fully_qualified_name, linkerd_weights, splits_of};
+use super::endpoints;
+use super::profile::{self as dst_profile, fully_qualified_name, linkerd_weights, splits_of};
 use super::{Follower, UpdateStream};
 use crate::store::{ObjectKey, Snapshot, Store};
+use linkerd2_proxy_api::destination::WeightedDst;
 use linkerd2_proxy_api::http_route::{
-    header_match, path_match, HeaderMatch, HttpRouteMatch, PathMatch,
+    header_match, path_match, HeaderMatch, HttpRouteMatch, PathMatch, Timeouts,
 };
 use linkerd2_proxy_api::http_types::{http_method, HttpMethod};
 use linkerd2_proxy_api::meta::{metadata, Metadata, Resource};
 use linkerd2_proxy_api::outbound::backend::{balance_p2c, endpoint_discovery};
-use linkerd2_proxy_api::outbound::http_route::{distribution, Distribution, Rule};
+use linkerd2_proxy_api::outbound::http_route::{distribution, retry, Distribution, Retry, Rule};
 use linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPolicies;
 use linkerd2_proxy_api::outbound::{
-    backend, http_route, proxy_protocol, traffic_spec, Backend, HttpRoute, OutboundPolicy,
-    ProxyProtocol, Queue, TrafficSpec,
+    backend, failure_accrual, http_route, opaque_route, proxy_protocol, traffic_spec, Backend,
+    ExponentialBackoff, FailureAccrual, HttpRoute, OpaqueRoute, OutboundPolicy, ProxyProtocol,
+    Queue, TrafficSpec,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use weft_smi_crds::profile as sp;
 use weft_smi_crds::profile::compile_anchored;
 use weft_smi_crds::specs::HttpMatch;
 use weft_smi_crds::Split;
 
-/// Protocol detection timeout sent with every policy (Linkerd's default;
-/// Weft's proxy uses its own setting).
+/// Protocol detection timeout sent with every `Detect` policy (Linkerd's
+/// default; Weft's proxy uses its own setting).
 pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peak-EWMA parameters sent for every backend: the proxy's defaults
 /// (see docs/traffic.md), so a Linkerd proxy would balance alike.
@@ -69,19 +90,39 @@ pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 pub const QUEUE_CAPACITY: u32 = 100;
 /// See [`QUEUE_CAPACITY`].
 pub const QUEUE_FAILFAST: Duration = Duration::from_secs(3);
+/// Failure accrual, as Weft's proxy does it by default (its `Accrual`):
+/// this many consecutive failures eject an endpoint ...
+pub const ACCRUAL_MAX_FAILURES: u32 = 7;
+/// ... for a penalty starting here ...
+pub const ACCRUAL_MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// ... doubling up to this ...
+pub const ACCRUAL_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// ... each stretched by up to half again.
+pub const ACCRUAL_JITTER: f32 = 0.5;
+/// Retries per request of a retryable ServiceProfile route: Weft's proxy
+/// makes at most 10 attempts (the retry budget limits them further; the
+/// API has no budget).
+pub const RETRY_MAX_RETRIES: u32 = 9;
+/// Largest request body a retry replays (Weft's proxy: 64 KiB).
+pub const RETRY_MAX_REQUEST_BYTES: u32 = 64 * 1024;
+/// Failure statuses retried when a retryable route has no response
+/// classes (the default classification: 5xx is a failure).
+const DEFAULT_FAILURE: (u32, u32) = (500, 599);
+/// Cap on the `HttpRouteMatch`es one profile condition may expand to.
+const MAX_MATCHES: usize = 64;
 
-/// The policy for one Service port, and the splits that could not be
-/// applied (logged when the policy changes, not on every snapshot).
+/// The policy for one Service port, and what could not be applied
+/// (logged when the policy changes, not on every snapshot).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Translation {
     /// What the proxy receives.
     pub policy: OutboundPolicy,
-    /// Human-readable notes about splits that were left out and why.
+    /// Human-readable notes about splits and routes left out and why.
     pub ignored: Vec<String>,
 }
 
 /// Why one match-gated split cannot be turned into a route. The split is
-/// left out (its requests follow the profile), never applied to all
+/// left out (its requests take the catch-all), never applied to all
 /// traffic.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
@@ -126,7 +167,40 @@ pub enum RuleError {
     },
 }
 
-/// Builds the outbound policy for `target` from `snap`.
+/// Why a ServiceProfile route is not sent as an HTTP route.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileRouteError {
+    /// The condition uses `not`, two different path regexes that must
+    /// both hold, or expands to too many matches.
+    #[error("its condition cannot be expressed as HTTP route matches (`not`, two paths that must both match, or more than {MAX_MATCHES} alternatives)")]
+    Condition,
+    /// A failure response class other than status ranges (`all`, `not`).
+    #[error("its failure classes cannot be expressed as retry status ranges")]
+    RetryConditions,
+}
+
+/// The backends requests go to when no split rule takes them.
+enum Leaves {
+    /// Weighted (a TrafficSplit or the profile's `dstOverrides`).
+    Weighted(Vec<(Backend, u32)>),
+    /// The Service itself.
+    Service(Box<Backend>),
+}
+
+/// The outbound policy for `target` from `snap`; `None` when the Service
+/// does not exist (no policy: `NotFound`).
+pub fn translate_service(
+    snap: &Snapshot,
+    target: &Target,
+    cluster_domain: &str,
+) -> Option<Translation> {
+    snap.services
+        .contains_key(&ObjectKey::new(&target.namespace, &target.service))
+        .then(|| translate(snap, target, cluster_domain))
+}
+
+/// Builds the outbound policy for `target` from `snap`, whether or not the
+/// Service exists ([`translate_service`] checks).
 pub fn translate(snap: &Snapshot, target: &Target, cluster_domain: &str) -> Translation {
     let fqn = fully_qualified_name(target, cluster_domain);
     let mut ignored = Vec::new();
@@ -135,10 +209,69 @@ pub fn translate(snap: &Snapshot, target: &Target, cluster_domain: &str) -> Tran
         match route(snap, key, split, target, cluster_domain) {
             Ok(r) => routes.push(r),
             Err(error) => ignored.push(format!(
-                "TrafficSplit {key}: {error}; the split is not applied (its requests follow the profile)"
+                "TrafficSplit {key}: {error}; the split is not applied (its requests take the catch-all route)"
             )),
         }
     }
+    let profile = dst_profile::translate(snap, target, cluster_domain).profile;
+    let leaves = leaves(&profile.dst_overrides, target, cluster_domain);
+    let profile_key = ObjectKey::new(&target.namespace, &fqn);
+    if let Some(sp) = snap.service_profiles.get(&profile_key) {
+        for r in &sp.spec.routes {
+            match profile_route(&profile_key, r, &leaves) {
+                Ok(Some(route)) => routes.push(route),
+                Ok(None) => {}
+                Err(error) => ignored.push(format!(
+                    "ServiceProfile {profile_key} route {:?}: {error}; its requests take the catch-all route without the route's timeout and retries",
+                    r.name
+                )),
+            }
+        }
+    }
+    routes.push(HttpRoute {
+        metadata: Some(default_meta("http")),
+        hosts: Vec::new(),
+        rules: vec![Rule {
+            matches: vec![HttpRouteMatch {
+                path: Some(PathMatch {
+                    kind: Some(path_match::Kind::Prefix("/".into())),
+                }),
+                ..Default::default()
+            }],
+            backends: Some(http_distribution(&leaves)),
+            ..Default::default()
+        }],
+    });
+    let opaque_route = OpaqueRoute {
+        metadata: Some(default_meta("opaq")),
+        rules: vec![opaque_route::Rule {
+            backends: Some(opaque_distribution(&leaves)),
+            filters: Vec::new(),
+        }],
+    };
+    // The profile's `opaque_protocol` covers every source (ServiceProfile
+    // `opaquePorts`, the Service's and its Pods' annotations).
+    let opaque = profile.opaque_protocol;
+    let kind = if opaque {
+        proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {
+            routes: vec![opaque_route],
+        })
+    } else {
+        proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+            timeout: Some(proto_duration(DETECT_TIMEOUT)),
+            opaque: Some(proxy_protocol::Opaque {
+                routes: vec![opaque_route],
+            }),
+            http1: Some(proxy_protocol::Http1 {
+                routes: routes.clone(),
+                failure_accrual: Some(failure_accrual()),
+            }),
+            http2: Some(proxy_protocol::Http2 {
+                routes,
+                failure_accrual: Some(failure_accrual()),
+            }),
+        })
+    };
     let metadata = resource(
         "core",
         "Service",
@@ -147,51 +280,298 @@ pub fn translate(snap: &Snapshot, target: &Target, cluster_domain: &str) -> Tran
         target.port,
     );
     Translation {
-        policy: policy(metadata, routes),
+        policy: OutboundPolicy {
+            metadata: Some(metadata),
+            protocol: Some(ProxyProtocol { kind: Some(kind) }),
+        },
         ignored,
     }
 }
 
-/// [`translate`] for a Service; a policy without routes for a Pod.
-pub fn translate_authority(
-    snap: &Snapshot,
-    authority: &Authority,
-    cluster_domain: &str,
-) -> Translation {
+/// The Service `authority` names now: itself for a name, the Service
+/// whose ClusterIP it is for an `IP:port`; `None` for anything else (a
+/// Pod IP, an address outside the cluster).
+pub fn service_of(snap: &Snapshot, authority: &Authority) -> Option<Target> {
     match authority {
-        Authority::Service(target) => translate(snap, target, cluster_domain),
-        Authority::Pod(_) => Translation {
-            policy: policy(
-                Metadata {
-                    kind: Some(metadata::Kind::Default("pod".into())),
-                },
-                Vec::new(),
-            ),
-            ignored: Vec::new(),
-        },
+        Authority::Service(target) => Some(target.clone()),
+        Authority::Addr(addr) => endpoints::service_at(snap, *addr),
     }
 }
 
-/// The policy message around `routes` (the same for HTTP/1 and HTTP/2).
-fn policy(metadata: Metadata, routes: Vec<HttpRoute>) -> OutboundPolicy {
-    let detect = proxy_protocol::Detect {
-        timeout: Some(proto_duration(DETECT_TIMEOUT)),
-        opaque: Some(proxy_protocol::Opaque { routes: Vec::new() }),
-        http1: Some(proxy_protocol::Http1 {
-            routes: routes.clone(),
-            failure_accrual: None,
+/// Consecutive-failure accrual with Weft's proxy defaults.
+pub fn failure_accrual() -> FailureAccrual {
+    FailureAccrual {
+        ejection: None,
+        kind: Some(failure_accrual::Kind::ConsecutiveFailures(
+            failure_accrual::ConsecutiveFailures {
+                max_failures: ACCRUAL_MAX_FAILURES,
+                backoff: Some(ExponentialBackoff {
+                    min_backoff: Some(proto_duration(ACCRUAL_MIN_BACKOFF)),
+                    max_backoff: Some(proto_duration(ACCRUAL_MAX_BACKOFF)),
+                    jitter_ratio: ACCRUAL_JITTER,
+                    respect_retry_after_hint: false,
+                }),
+            },
+        )),
+    }
+}
+
+/// The default backends: the profile's `dst_overrides`, else the Service.
+fn leaves(overrides: &[WeightedDst], target: &Target, cluster_domain: &str) -> Leaves {
+    if overrides.is_empty() || overrides.iter().all(|d| d.weight == 0) {
+        let path = format!(
+            "{}:{}",
+            fully_qualified_name(target, cluster_domain),
+            target.port
+        );
+        return Leaves::Service(Box::new(balancer(
+            resource(
+                "core",
+                "Service",
+                &target.service,
+                &target.namespace,
+                target.port,
+            ),
+            path,
+        )));
+    }
+    Leaves::Weighted(
+        overrides
+            .iter()
+            .map(|d| {
+                (
+                    override_backend(&d.authority, target, cluster_domain),
+                    d.weight,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A `dst_overrides` authority as a backend: a Service of this cluster
+/// (the port as written, else the one asked about, as Weft's proxy reads
+/// it) by its FQDN; anything else as written, named by a default
+/// metadata.
+fn override_backend(authority: &str, target: &Target, cluster_domain: &str) -> Backend {
+    let with_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{}", target.port)
+    };
+    match authority::parse(&with_port, cluster_domain) {
+        Ok(t) => balancer(
+            resource("core", "Service", &t.service, &t.namespace, t.port),
+            format!("{}:{}", fully_qualified_name(&t, cluster_domain), t.port),
+        ),
+        Err(_) => balancer(default_meta(&with_port), with_port),
+    }
+}
+
+fn http_distribution(leaves: &Leaves) -> Distribution {
+    let kind = match leaves {
+        Leaves::Service(b) => distribution::Kind::FirstAvailable(distribution::FirstAvailable {
+            backends: vec![http_route::RouteBackend {
+                backend: Some(b.as_ref().clone()),
+                ..Default::default()
+            }],
         }),
-        http2: Some(proxy_protocol::Http2 {
-            routes,
-            failure_accrual: None,
+        Leaves::Weighted(v) => distribution::Kind::RandomAvailable(distribution::RandomAvailable {
+            backends: v
+                .iter()
+                .map(|(b, weight)| http_route::WeightedRouteBackend {
+                    backend: Some(http_route::RouteBackend {
+                        backend: Some(b.clone()),
+                        ..Default::default()
+                    }),
+                    weight: *weight,
+                })
+                .collect(),
         }),
     };
-    OutboundPolicy {
-        protocol: Some(ProxyProtocol {
-            kind: Some(proxy_protocol::Kind::Detect(detect)),
+    Distribution { kind: Some(kind) }
+}
+
+fn opaque_distribution(leaves: &Leaves) -> opaque_route::Distribution {
+    use opaque_route::distribution as d;
+    let kind = match leaves {
+        Leaves::Service(b) => d::Kind::FirstAvailable(d::FirstAvailable {
+            backends: vec![opaque_route::RouteBackend {
+                backend: Some(b.as_ref().clone()),
+                filters: Vec::new(),
+            }],
         }),
-        metadata: Some(metadata),
+        Leaves::Weighted(v) => d::Kind::RandomAvailable(d::RandomAvailable {
+            backends: v
+                .iter()
+                .map(|(b, weight)| opaque_route::WeightedRouteBackend {
+                    backend: Some(opaque_route::RouteBackend {
+                        backend: Some(b.clone()),
+                        filters: Vec::new(),
+                    }),
+                    weight: *weight,
+                })
+                .collect(),
+        }),
+    };
+    opaque_route::Distribution { kind: Some(kind) }
+}
+
+/// One ServiceProfile route as an HTTP route to the default backends;
+/// `Ok(None)` when its condition matches no request at all.
+fn profile_route(
+    profile: &ObjectKey,
+    r: &sp::RouteSpec,
+    leaves: &Leaves,
+) -> Result<Option<HttpRoute>, ProfileRouteError> {
+    let matches = condition(&r.condition).ok_or(ProfileRouteError::Condition)?;
+    if matches.is_empty() {
+        return Ok(None);
     }
+    let retry = if r.is_retryable {
+        Some(Retry {
+            max_retries: RETRY_MAX_RETRIES,
+            max_request_bytes: RETRY_MAX_REQUEST_BYTES,
+            conditions: Some(retry::Conditions {
+                status_ranges: retry_ranges(&r.response_classes)
+                    .ok_or(ProfileRouteError::RetryConditions)?,
+            }),
+            timeout: None,
+            backoff: None,
+        })
+    } else {
+        None
+    };
+    let timeouts = r
+        .timeout_duration()
+        .and_then(|d| prost_types::Duration::try_from(d).ok())
+        .map(|d| Timeouts {
+            request: Some(d),
+            ..Default::default()
+        });
+    let mut metadata = resource(
+        "linkerd.io",
+        "ServiceProfile",
+        &profile.name,
+        &profile.namespace,
+        0,
+    );
+    if let Some(metadata::Kind::Resource(res)) = metadata.kind.as_mut() {
+        res.section = r.name.clone();
+    }
+    Ok(Some(HttpRoute {
+        metadata: Some(metadata),
+        hosts: Vec::new(),
+        rules: vec![Rule {
+            matches,
+            backends: Some(http_distribution(leaves)),
+            timeouts,
+            retry,
+            ..Default::default()
+        }],
+    }))
+}
+
+/// A profile condition as alternatives (`HttpRouteMatch`es, any of which
+/// matches), each a method and a path regex that must both hold; `None`
+/// when the API cannot say it. Empty: no request can match.
+fn condition(m: &sp::RequestMatch) -> Option<Vec<HttpRouteMatch>> {
+    if m.not.is_some() {
+        return None;
+    }
+    let mut acc = vec![HttpRouteMatch::default()];
+    if let Some(name) = &m.method {
+        let one = HttpRouteMatch {
+            method: Some(method(name)),
+            ..Default::default()
+        };
+        acc = and(&acc, &[one])?;
+    }
+    if let Some(re) = &m.path_regex {
+        let one = HttpRouteMatch {
+            path: Some(PathMatch {
+                kind: Some(path_match::Kind::Regex(format!("^(?:{re})$"))),
+            }),
+            ..Default::default()
+        };
+        acc = and(&acc, &[one])?;
+    }
+    for sub in m.all.iter().flatten() {
+        acc = and(&acc, &condition(sub)?)?;
+    }
+    if let Some(any) = &m.any {
+        let mut union = Vec::new();
+        for sub in any {
+            union.extend(condition(sub)?);
+        }
+        acc = and(&acc, &union)?;
+    }
+    (acc.len() <= MAX_MATCHES).then_some(acc)
+}
+
+/// Every alternative of `a` with every one of `b`, both holding; `None`
+/// when two different paths would have to match or there are too many.
+fn and(a: &[HttpRouteMatch], b: &[HttpRouteMatch]) -> Option<Vec<HttpRouteMatch>> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let method = match (&x.method, &y.method) {
+                (Some(p), Some(q)) if p != q => continue,
+                (Some(p), _) | (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
+            };
+            let path = match (&x.path, &y.path) {
+                (Some(p), Some(q)) if p != q => return None,
+                (Some(p), _) | (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
+            };
+            out.push(HttpRouteMatch {
+                method,
+                path,
+                ..Default::default()
+            });
+            if out.len() > MAX_MATCHES {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The statuses a retryable route retries: the status ranges of its
+/// failure classes (5xx without classes), bounds within 100–599; `None`
+/// when a failure class is not status ranges.
+fn retry_ranges(classes: &[sp::ResponseClass]) -> Option<Vec<retry::conditions::StatusRange>> {
+    let mut ranges = Vec::new();
+    for class in classes.iter().filter(|c| c.is_failure) {
+        ranges.extend(status_ranges(&class.condition)?);
+    }
+    if ranges.is_empty() && classes.iter().all(|c| !c.is_failure) {
+        ranges.push(DEFAULT_FAILURE);
+    }
+    Some(
+        ranges
+            .into_iter()
+            .map(|(start, end)| retry::conditions::StatusRange { start, end })
+            .collect(),
+    )
+}
+
+fn status_ranges(m: &sp::ResponseMatch) -> Option<Vec<(u32, u32)>> {
+    if m.all.is_some() || m.not.is_some() || (m.status.is_some() && m.any.is_some()) {
+        return None;
+    }
+    let mut out = Vec::new();
+    if let Some(s) = &m.status {
+        let start = s.min.unwrap_or(100).clamp(100, 599);
+        let end = s.max.unwrap_or(599).clamp(100, 599);
+        if start <= end {
+            out.push((start, end));
+        }
+    }
+    for sub in m.any.iter().flatten() {
+        out.extend(status_ranges(sub)?);
+    }
+    Some(out)
 }
 
 /// One split as one route with one rule.
@@ -210,7 +590,7 @@ fn route(
         .zip(linkerd_weights(&parts))
         .map(|(b, weight)| http_route::WeightedRouteBackend {
             backend: Some(http_route::RouteBackend {
-                backend: Some(balancer(&b.service, target, cluster_domain)),
+                backend: Some(service_backend(&b.service, target, cluster_domain)),
                 ..Default::default()
             }),
             weight,
@@ -341,24 +721,27 @@ fn method(m: &str) -> HttpMethod {
     }
 }
 
-/// A backend Service: P2C over peak-EWMA, endpoints from `Destination.Get`
-/// of its FQDN authority on the port the proxy asked about (SMI backends
-/// expose the root's ports).
-fn balancer(service: &str, target: &Target, cluster_domain: &str) -> Backend {
+/// A backend Service of a split (SMI backends are Services in the split's
+/// namespace exposing the root's ports), on the port the client asked
+/// about.
+fn service_backend(service: &str, target: &Target, cluster_domain: &str) -> Backend {
     let path = format!(
         "{service}.{}.svc.{}:{}",
         target.namespace,
         cluster_domain.trim_end_matches('.'),
         target.port
     );
+    balancer(
+        resource("core", "Service", service, &target.namespace, target.port),
+        path,
+    )
+}
+
+/// P2C over peak-EWMA, endpoints from `Destination.Get` of `path`, with
+/// Linkerd's queue settings.
+fn balancer(metadata: Metadata, path: String) -> Backend {
     Backend {
-        metadata: Some(resource(
-            "core",
-            "Service",
-            service,
-            &target.namespace,
-            target.port,
-        )),
+        metadata: Some(metadata),
         queue: Some(Queue {
             capacity: QUEUE_CAPACITY,
             failfast_timeout: Some(proto_duration(QUEUE_FAILFAST)),
@@ -387,6 +770,14 @@ fn resource(group: &str, kind: &str, name: &str, namespace: &str, port: u16) -> 
             section: String::new(),
             port: u32::from(port),
         })),
+    }
+}
+
+/// Metadata of what no resource stands for (Linkerd's names: `http`,
+/// `opaq` for the default routes).
+fn default_meta(name: &str) -> Metadata {
+    Metadata {
+        kind: Some(metadata::Kind::Default(name.to_owned())),
     }
 }
 
@@ -430,8 +821,11 @@ impl OutboundPolicyService {
                 let addr = std::net::SocketAddr::try_from(*addr).map_err(|error| {
                     Status::invalid_argument(format!("invalid target address: {error}"))
                 })?;
-                tracing::debug!(rpc, %addr, "outbound policy for a pod address");
-                return Ok(Authority::Pod(addr));
+                if addr.port() == 0 {
+                    return Err(Status::invalid_argument("target port cannot be zero"));
+                }
+                tracing::debug!(rpc, %addr, "outbound policy for an address");
+                return Ok(Authority::Addr(addr));
             }
             None => return Err(Status::invalid_argument("TrafficSpec has no target")),
         };
@@ -442,30 +836,64 @@ impl OutboundPolicyService {
         tracing::debug!(rpc, path, target_service = %target, "outbound policy");
         Ok(target)
     }
+
+    /// The Service the request names in the current store, or `NotFound`.
+    fn service(&self, authority: &Authority, rpc: &str) -> Result<Target, Status> {
+        let snap = self.store.snapshot();
+        let found = service_of(&snap, authority).filter(|t| {
+            snap.services
+                .contains_key(&ObjectKey::new(&t.namespace, &t.service))
+        });
+        found.ok_or_else(|| {
+            tracing::debug!(rpc, target_service = %authority, "no outbound policy: not a known Service");
+            not_found(authority)
+        })
+    }
 }
 
-/// Per-stream state of a `Watch`.
+/// The answer for what has no outbound policy.
+fn not_found(authority: &Authority) -> Status {
+    match authority {
+        Authority::Service(t) => Status::not_found(format!("no such Service {t}")),
+        Authority::Addr(addr) => Status::not_found(format!(
+            "{addr} is not a Service's ClusterIP (Pods and addresses outside the cluster have no outbound policy)"
+        )),
+    }
+}
+
+/// Per-stream state of a `Watch`: it follows the Service by name (a
+/// ClusterIP is resolved once, when the stream starts).
 struct WatchState {
-    target: Authority,
+    target: Target,
     cluster_domain: Arc<str>,
     follower: Follower,
     sent: Option<Translation>,
+    done: bool,
 }
 
 // === impl WatchState ===
 
 impl WatchState {
     /// The next policy to send: the current one at first, then each one
-    /// that differs from what was sent; `None` ends the stream.
-    async fn next(&mut self) -> Option<OutboundPolicy> {
+    /// that differs from what was sent; `NotFound` once the Service is
+    /// gone, after which (or at shutdown) the stream ends (`None`).
+    async fn next(&mut self) -> Option<Result<OutboundPolicy, Status>> {
+        if self.done {
+            return None;
+        }
+        let authority = Authority::Service(self.target.clone());
         loop {
             let snap = self.follower.next().await?;
-            let next = translate_authority(&snap, &self.target, &self.cluster_domain);
+            let Some(next) = translate_service(&snap, &self.target, &self.cluster_domain) else {
+                tracing::debug!(target_service = %self.target, "outbound policy: the Service is gone");
+                self.done = true;
+                return Some(Err(not_found(&authority)));
+            };
             if self.sent.as_ref() == Some(&next) {
                 continue;
             }
             let already = self.sent.as_ref().map_or(&[][..], |s| &s.ignored[..]);
-            warn_ignored(&self.target, &next.ignored, already);
+            warn_ignored(&authority, &next.ignored, already);
             tracing::debug!(
                 target_service = %self.target,
                 version = snap.version,
@@ -474,7 +902,7 @@ impl WatchState {
             );
             let out = next.policy.clone();
             self.sent = Some(next);
-            return Some(out);
+            return Some(Ok(out));
         }
     }
 }
@@ -499,9 +927,11 @@ impl OutboundPolicies for OutboundPolicyService {
     type WatchStream = UpdateStream<OutboundPolicy>;
 
     async fn get(&self, request: Request<TrafficSpec>) -> Result<Response<OutboundPolicy>, Status> {
-        let target = self.target(request.get_ref(), "Get")?;
-        let t = translate_authority(&self.store.snapshot(), &target, &self.cluster_domain);
-        warn_ignored(&target, &t.ignored, &[]);
+        let authority = self.target(request.get_ref(), "Get")?;
+        let target = self.service(&authority, "Get")?;
+        let t = translate_service(&self.store.snapshot(), &target, &self.cluster_domain)
+            .ok_or_else(|| not_found(&authority))?;
+        warn_ignored(&authority, &t.ignored, &[]);
         Ok(Response::new(t.policy))
     }
 
@@ -509,18 +939,17 @@ impl OutboundPolicies for OutboundPolicyService {
         &self,
         request: Request<TrafficSpec>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let target = self.target(request.get_ref(), "Watch")?;
+        let authority = self.target(request.get_ref(), "Watch")?;
+        let target = self.service(&authority, "Watch")?;
         let state = WatchState {
             target,
             cluster_domain: self.cluster_domain.clone(),
             follower: Follower::new(&self.store, &self.shutdown),
             sent: None,
+            done: false,
         };
         let stream =
-            futures::stream::unfold(
-                state,
-                |mut s| async move { s.next().await.map(|p| (Ok(p), s)) },
-            );
+            futures::stream::unfold(state, |mut s| async move { s.next().await.map(|p| (p, s)) });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -533,17 +962,37 @@ mod tests {
     use crate::store::Object;
     use weft_smi_crds::specs::v1alpha4::{HTTPRouteGroup, HTTPRouteGroupSpec};
 
-    use crate::destination::testing::{snapshot as snap, web};
+    use crate::destination::testing::{self, web};
 
-    /// The HTTP/1 routes of a policy (HTTP/2 must carry the same).
+    /// The HTTP/1 routes of a policy (HTTP/2 must carry the same) before
+    /// the catch-all, which must be last.
     fn http_routes(p: &OutboundPolicy) -> Vec<HttpRoute> {
         let Some(proxy_protocol::Kind::Detect(d)) = p.protocol.as_ref().unwrap().kind.as_ref()
         else {
             panic!("{p:?}")
         };
-        let h1 = d.http1.as_ref().unwrap().routes.clone();
+        let mut h1 = d.http1.as_ref().unwrap().routes.clone();
         assert_eq!(h1, d.http2.as_ref().unwrap().routes);
+        let last = h1.pop().unwrap();
+        assert_eq!(last.metadata, Some(default_meta("http")), "{last:?}");
         h1
+    }
+
+    /// The `web` Service, so that it exists.
+    const WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+";
+
+    /// The policy for `target`, which must exist.
+    fn translate(s: &Snapshot, target: &Target, cd: &str) -> Translation {
+        translate_service(s, target, cd).unwrap()
+    }
+
+    fn snap(yaml: &str) -> Snapshot {
+        testing::snapshot(&format!("{WEB}{yaml}"))
     }
 
     fn header(name: &str, re: &str) -> HeaderMatch {
@@ -673,7 +1122,7 @@ spec:
             service: "nope".into(),
             port: 80,
         };
-        assert!(http_routes(&translate(&s, &other, "cluster.local").policy).is_empty());
+        assert!(translate_service(&s, &other, "cluster.local").is_none());
     }
 
     #[test]
@@ -716,6 +1165,13 @@ spec: {matches: []}
         );
         group.metadata.namespace = Some("shop".into());
         objects.push(Object::HttpRouteGroup(Arc::new(group.clone())));
+        objects.extend(
+            testing::snapshot(WEB)
+                .services
+                .values()
+                .cloned()
+                .map(Object::Service),
+        );
         let t = translate(&Snapshot::from_objects(objects.clone()), &web(80), "c.l");
         assert!(http_routes(&t.policy).is_empty());
         assert!(
@@ -775,5 +1231,253 @@ spec:
                 ("web-v2.shop.svc.cluster.local:80".to_owned(), 1000)
             ]
         );
+    }
+
+    /// `(Destination.Get path, weight)` of the catch-all's backends, and
+    /// whether they are `FirstAvailable` (the Service itself).
+    fn catch_all(p: &OutboundPolicy) -> (Vec<(String, u32)>, bool) {
+        let Some(proxy_protocol::Kind::Detect(d)) = p.protocol.as_ref().unwrap().kind.as_ref()
+        else {
+            panic!("{p:?}")
+        };
+        let last = d.http1.as_ref().unwrap().routes.last().unwrap().clone();
+        assert_eq!(
+            last.rules[0].matches,
+            [HttpRouteMatch {
+                path: Some(PathMatch {
+                    kind: Some(path_match::Kind::Prefix("/".into()))
+                }),
+                ..Default::default()
+            }]
+        );
+        match last.rules[0]
+            .backends
+            .as_ref()
+            .unwrap()
+            .kind
+            .as_ref()
+            .unwrap()
+        {
+            distribution::Kind::FirstAvailable(fa) => {
+                let b = fa.backends[0].backend.as_ref().unwrap();
+                let Some(backend::Kind::Balancer(p2c)) = &b.kind else {
+                    panic!("{b:?}")
+                };
+                let Some(endpoint_discovery::Kind::Dst(dst)) =
+                    &p2c.discovery.as_ref().unwrap().kind
+                else {
+                    panic!("{p2c:?}")
+                };
+                (vec![(dst.path.clone(), 1)], true)
+            }
+            distribution::Kind::RandomAvailable(_) => (backends(&last), false),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn catch_all_goes_to_the_service_or_its_matchless_split() {
+        let t = translate(&snap(""), &web(80), "cluster.local");
+        assert_eq!(
+            catch_all(&t.policy),
+            (vec![("web.shop.svc.cluster.local:80".to_owned(), 1)], true)
+        );
+        let Some(proxy_protocol::Kind::Detect(d)) = t.policy.protocol.unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(d.timeout, Some(proto_duration(DETECT_TIMEOUT)));
+        assert_eq!(d.opaque.unwrap().routes.len(), 1);
+        assert_eq!(d.http1.unwrap().failure_accrual, Some(failure_accrual()));
+
+        let rollout = "apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata: {name: rollout, namespace: shop}
+spec:
+  service: web
+  backends: [{service: web-v1, weight: 90}, {service: web-v2, weight: 10}]
+";
+        let t = translate(
+            &snap(&format!("{rollout}---\n{GROUP}---\n{SPLIT}")),
+            &web(80),
+            "cluster.local",
+        );
+        assert_eq!(http_routes(&t.policy).len(), 1);
+        assert_eq!(
+            catch_all(&t.policy),
+            (
+                vec![
+                    ("web-v1.shop.svc.cluster.local:80".to_owned(), 9000),
+                    ("web-v2.shop.svc.cluster.local:80".to_owned(), 1000)
+                ],
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn opaque_ports_from_profile_service_or_pods() {
+        let profile = "apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {name: web.shop.svc.cluster.local, namespace: shop}
+spec: {opaquePorts: ['3306']}
+";
+        let opaque = |s: &Snapshot, port| {
+            matches!(
+                translate(s, &web(port), "cluster.local")
+                    .policy
+                    .protocol
+                    .unwrap()
+                    .kind,
+                Some(proxy_protocol::Kind::Opaque(_))
+            )
+        };
+        let s = snap(profile);
+        assert!(opaque(&s, 3306) && !opaque(&s, 80));
+        let annotated = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+  annotations: {config.linkerd.io/opaque-ports: '4000-4100'}
+spec: {ports: [{name: tcp, port: 5000, targetPort: 7000}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web, namespace: shop}
+subsets:
+- addresses: [{ip: 10.1.0.1, targetRef: {kind: Pod, name: web-0, namespace: shop}}]
+  ports: [{name: tcp, port: 7000}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: shop
+  annotations: {config.linkerd.io/opaque-ports: '7000'}
+spec: {containers: [{name: app, image: web}]}
+";
+        let s = testing::snapshot(annotated);
+        assert!(opaque(&s, 4050) && !opaque(&s, 80));
+        // Port 5000 maps to the Pod's 7000, which the Pod marks opaque.
+        assert!(opaque(&s, 5000));
+        let Some(proxy_protocol::Kind::Opaque(o)) = translate(&s, &web(5000), "c.l")
+            .policy
+            .protocol
+            .unwrap()
+            .kind
+        else {
+            panic!()
+        };
+        assert_eq!(o.routes.len(), 1);
+        assert_eq!(o.routes[0].metadata, Some(default_meta("opaq")));
+    }
+
+    #[test]
+    fn profile_routes_carry_timeouts_and_retries() {
+        let profile = "apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {name: web.shop.svc.cluster.local, namespace: shop}
+spec:
+  routes:
+  - name: books
+    condition:
+      method: GET
+      any: [{pathRegex: /books}, {pathRegex: '/books/[^/]+'}]
+    timeout: 300ms
+    isRetryable: true
+    responseClasses:
+    - condition: {any: [{status: {min: 500, max: 503}}, {status: {min: 429, max: 429}}]}
+      isFailure: true
+  - name: plain
+    condition: {pathRegex: /plain}
+    isRetryable: true
+  - name: not-get
+    condition: {not: {method: GET}}
+    timeout: 1s
+";
+        let t = translate(&snap(profile), &web(80), "cluster.local");
+        let routes = http_routes(&t.policy);
+        assert_eq!(routes.len(), 2, "{routes:?}");
+        let books = &routes[0].rules[0];
+        assert_eq!(books.matches.len(), 2);
+        assert!(books
+            .matches
+            .iter()
+            .all(|m| m.method == Some(HttpMethod::from(http::Method::GET))));
+        assert_eq!(
+            books.matches[1].path,
+            Some(PathMatch {
+                kind: Some(path_match::Kind::Regex("^(?:/books/[^/]+)$".into()))
+            })
+        );
+        assert_eq!(
+            books.timeouts.as_ref().unwrap().request,
+            Some(proto_duration(Duration::from_millis(300)))
+        );
+        let ranges: Vec<(u32, u32)> = books
+            .retry
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .status_ranges
+            .iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(ranges, [(500, 503), (429, 429)]);
+        let plain = &routes[1].rules[0];
+        assert!(plain.timeouts.is_none());
+        assert_eq!(
+            plain
+                .retry
+                .as_ref()
+                .unwrap()
+                .conditions
+                .as_ref()
+                .unwrap()
+                .status_ranges[0],
+            retry::conditions::StatusRange {
+                start: 500,
+                end: 599
+            }
+        );
+        let Some(metadata::Kind::Resource(r)) = routes[1].metadata.as_ref().unwrap().kind.as_ref()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.section.as_str()),
+            ("ServiceProfile", "web.shop.svc.cluster.local", "plain")
+        );
+        assert_eq!(t.ignored.len(), 1, "{:?}", t.ignored);
+        assert!(t.ignored[0].contains("\"not-get\""), "{:?}", t.ignored);
+    }
+
+    #[test]
+    fn unknown_services_pods_and_outside_addresses_have_no_policy() {
+        let s = snap(
+            "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.20, ports: [{port: 5432}]}
+",
+        );
+        let addr = |a: &str| Authority::Addr(a.parse().unwrap());
+        assert_eq!(
+            service_of(&s, &addr("10.96.0.20:5432")),
+            Some(Target {
+                namespace: "shop".into(),
+                service: "db".into(),
+                port: 5432
+            })
+        );
+        assert_eq!(service_of(&s, &addr("10.1.2.3:8080")), None);
+        let nope = Target {
+            namespace: "shop".into(),
+            service: "nope".into(),
+            port: 80,
+        };
+        assert!(translate_service(&s, &nope, "cluster.local").is_none());
     }
 }

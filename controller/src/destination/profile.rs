@@ -122,6 +122,9 @@ pub fn translate(snap: &Snapshot, target: &Target, cluster_domain: &str) -> Tran
             })
             .collect();
     }
+    // A Pod marking the target port opaque makes the Service port opaque
+    // (as the outbound policy says, so both APIs agree).
+    profile.opaque_protocol |= super::endpoints::endpoints_opaque(snap, target);
     if let Some(split) = traffic_split(snap, target, &fqn, &mut ignored) {
         if !profile.dst_overrides.is_empty() {
             ignored.push(format!(

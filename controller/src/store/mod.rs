@@ -16,8 +16,8 @@
 //!
 //! Two derived indexes are kept up to date on every change, so readers
 //! never scan: each Service's [`EndpointSet`] (from its Endpoints object,
-//! or merged from its EndpointSlices; see [`endpoint_set`]) and the Pods by
-//! IP (for `IP:port` authorities).
+//! or merged from its EndpointSlices; see [`endpoint_set`]), the Pods by
+//! IP and the Services by ClusterIP (both for `IP:port` authorities).
 
 pub mod endpoint_set;
 
@@ -179,6 +179,9 @@ pub struct Snapshot {
     slices_by_service: BTreeMap<ObjectKey, BTreeSet<String>>,
     /// Derived: Pods by IP (running or pending, not host-network).
     pods_by_ip: BTreeMap<IpAddr, BTreeSet<ObjectKey>>,
+    /// Derived: Services by ClusterIP (`spec.clusterIPs`/`clusterIP`;
+    /// headless Services have none).
+    services_by_cluster_ip: BTreeMap<IpAddr, BTreeSet<ObjectKey>>,
 }
 
 impl Snapshot {
@@ -199,7 +202,16 @@ impl Snapshot {
         };
         match object {
             Object::Service(o) => {
-                self.services.insert(key, o);
+                let ips = cluster_ips(&o);
+                if let Some(old) = self.services.insert(key.clone(), o) {
+                    self.unindex_service(&key, &old);
+                }
+                for ip in ips {
+                    self.services_by_cluster_ip
+                        .entry(ip)
+                        .or_default()
+                        .insert(key.clone());
+                }
             }
             Object::Endpoints(o) => {
                 self.endpoints.insert(key.clone(), o);
@@ -250,7 +262,13 @@ impl Snapshot {
     /// Removes one object; returns whether it was there.
     fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {
-            Kind::Service => self.services.remove(key).is_some(),
+            Kind::Service => match self.services.remove(key) {
+                Some(svc) => {
+                    self.unindex_service(key, &svc);
+                    true
+                }
+                None => false,
+            },
             Kind::Endpoints => {
                 let found = self.endpoints.remove(key).is_some();
                 self.refresh_endpoints(key);
@@ -282,7 +300,10 @@ impl Snapshot {
     /// Removes every object of `kind` (before a relist of that kind).
     fn clear(&mut self, kind: Kind) {
         match kind {
-            Kind::Service => self.services.clear(),
+            Kind::Service => {
+                self.services.clear();
+                self.services_by_cluster_ip.clear();
+            }
             Kind::Endpoints => {
                 let services: Vec<ObjectKey> =
                     std::mem::take(&mut self.endpoints).into_keys().collect();
@@ -361,6 +382,12 @@ impl Snapshot {
             .filter_map(|k| self.pods.get_key_value(k))
     }
 
+    /// The Services whose ClusterIP is `ip` (normally at most one: the API
+    /// server allocates each ClusterIP once; a file feed may repeat one).
+    pub fn services_with_cluster_ip(&self, ip: IpAddr) -> impl Iterator<Item = &ObjectKey> {
+        self.services_by_cluster_ip.get(&ip).into_iter().flatten()
+    }
+
     /// Recomputes the [`EndpointSet`] of `service` from the objects that
     /// list its endpoints: its slices win over an Endpoints object (only
     /// one source is fed at a time; the rule just makes the result
@@ -396,6 +423,17 @@ impl Snapshot {
             }
         }
         self.refresh_endpoints(service);
+    }
+
+    fn unindex_service(&mut self, key: &ObjectKey, svc: &Service) {
+        for ip in cluster_ips(svc) {
+            if let Some(keys) = self.services_by_cluster_ip.get_mut(&ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.services_by_cluster_ip.remove(&ip);
+                }
+            }
+        }
     }
 
     fn unindex_pod(&mut self, key: &ObjectKey, pod: &Pod) {
@@ -454,6 +492,25 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
         .flatten()
         .map(|p| p.ip.as_str())
         .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// A Service's ClusterIPs: `spec.clusterIPs` (dual-stack) and
+/// `spec.clusterIP`; `None` (headless) and empty values are no address.
+fn cluster_ips(svc: &Service) -> Vec<IpAddr> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(spec.cluster_ip.as_deref())
         .filter_map(|ip| ip.parse().ok())
         .collect();
     ips.sort();
@@ -623,6 +680,54 @@ mod tests {
         assert!(snap
             .get(Kind::Service, &ObjectKey::new("shop", "old"))
             .is_none());
+    }
+
+    fn svc_ip(name: &str, spec: serde_json::Value) -> Object {
+        let s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": spec,
+        }))
+        .unwrap();
+        Object::Service(Arc::new(s))
+    }
+
+    #[test]
+    fn services_are_indexed_by_cluster_ip() {
+        let store = Store::new();
+        let web = ObjectKey::new("shop", "web");
+        let at = |snap: &Snapshot, ip: &str| -> Vec<String> {
+            snap.services_with_cluster_ip(ip.parse().unwrap())
+                .map(ObjectKey::to_string)
+                .collect()
+        };
+        store.replace_all([
+            svc_ip(
+                "web",
+                serde_json::json!({"clusterIP": "10.96.0.10",
+                                   "clusterIPs": ["10.96.0.10", "fd00::10"]}),
+            ),
+            svc_ip("headless", serde_json::json!({"clusterIP": "None"})),
+        ]);
+        let snap = store.snapshot();
+        assert_eq!(at(&snap, "10.96.0.10"), ["shop/web"]);
+        assert_eq!(at(&snap, "fd00::10"), ["shop/web"]);
+        assert_eq!(snap.services_by_cluster_ip.len(), 2);
+        // A new version with another IP moves the index; removal clears it.
+        store.upsert(svc_ip(
+            "web",
+            serde_json::json!({"clusterIP": "10.96.0.11"}),
+        ));
+        let snap = store.snapshot();
+        assert!(at(&snap, "10.96.0.10").is_empty());
+        assert_eq!(at(&snap, "10.96.0.11"), ["shop/web"]);
+        store.remove(Kind::Service, &web);
+        assert!(store.snapshot().services_by_cluster_ip.is_empty());
+        store.upsert(svc_ip(
+            "web",
+            serde_json::json!({"clusterIP": "10.96.0.12"}),
+        ));
+        store.replace_kind(Kind::Service, []);
+        assert!(store.snapshot().services_by_cluster_ip.is_empty());
     }
 
     fn slice(name: &str, service: &str, ip: &str) -> Object {

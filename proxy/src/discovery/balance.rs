@@ -351,7 +351,23 @@ impl InFlight {
         self.finish(true, Some(false));
     }
 
+    /// For opaque TCP: the connection is established. Its time to connect
+    /// (and handshake) is the RTT sample and counts as a success, and the
+    /// connection stays counted in flight until the returned guard drops,
+    /// so P2C prefers endpoints with fewer open connections.
+    pub fn established(mut self) -> Open {
+        self.finish_keeping(false, Some(true), true);
+        Open {
+            loads: self.loads.clone(),
+            addr: self.addr,
+        }
+    }
+
     fn finish(&mut self, only_if_slower: bool, success: Option<bool>) {
+        self.finish_keeping(only_if_slower, success, false)
+    }
+
+    fn finish_keeping(&mut self, only_if_slower: bool, success: Option<bool>, keep: bool) {
         if self.recorded {
             return;
         }
@@ -359,7 +375,9 @@ impl InFlight {
         let now = Instant::now();
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = loads.by_addr.get_mut(&self.addr) {
-            l.pending = l.pending.saturating_sub(1);
+            if !keep {
+                l.pending = l.pending.saturating_sub(1);
+            }
             match success {
                 Some(ok) => l.accrue(ok, self.probe, &self.accrual, self.addr),
                 // Abandoned: the probe proved nothing; allow another.
@@ -401,6 +419,23 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.finish(true, None);
+    }
+}
+
+/// An established opaque connection, counted in flight on its endpoint
+/// until dropped (see [`InFlight::established`]).
+#[derive(Debug)]
+pub struct Open {
+    loads: Arc<Mutex<Loads>>,
+    addr: SocketAddr,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = loads.by_addr.get_mut(&self.addr) {
+            l.pending = l.pending.saturating_sub(1);
+        }
     }
 }
 
@@ -524,6 +559,24 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         let l = b.loads.lock().unwrap().by_addr[&eps[0].addr];
         assert!(decayed(&l, Instant::now(), b.decay) < rtt / 5.0, "decays");
+    }
+
+    #[test]
+    fn open_connections_count_as_load_until_closed() {
+        let b = PeakEwma::default();
+        let eps = eps(2);
+        let (ep, in_flight) = b.pick(&eps).unwrap();
+        let busy = ep.addr;
+        let open = in_flight.established();
+        // Measured and holding a connection: the idle endpoint wins.
+        for _ in 0..10 {
+            let (ep, _) = b.pick(&eps).unwrap();
+            assert_ne!(ep.addr, busy);
+        }
+        let pending = |b: &PeakEwma| b.loads.lock().unwrap().by_addr[&busy].pending;
+        assert_eq!(pending(&b), 1);
+        drop(open);
+        assert_eq!(pending(&b), 0);
     }
 
     fn fast_accrual() -> Accrual {

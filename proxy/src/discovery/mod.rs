@@ -79,6 +79,10 @@ pub struct Profile {
     pub dst_overrides: Vec<(String, u32)>,
     /// Routes and retry budget (from a ServiceProfile).
     pub routes: Arc<RoutePolicy>,
+    /// The port is opaque (`opaque_protocol`: ServiceProfile `opaquePorts`,
+    /// `config.linkerd.io/opaque-ports`): connections to it are forwarded
+    /// as TCP without protocol detection.
+    pub opaque: bool,
 }
 
 /// One background stream per authority, shared and evicted when idle.
@@ -315,6 +319,7 @@ async fn follow_profile(
                 .map(|d| (d.authority, d.weight))
                 .collect(),
             routes: Arc::new(routes),
+            opaque: p.opaque_protocol,
         };
         tracing::debug!(%authority, ?profile, "profile update");
         tx.send_replace(Some(profile));

@@ -197,8 +197,15 @@ impl tower::Service<Uri> for Connector {
         let this = self.clone();
         Box::pin(async move {
             let tls = this.tls.as_ref().map(|(local, remote)| (local, remote));
-            let io = connect_endpoint(this.addr, this.timeout, &this.metrics, this.direction, tls)
-                .await?;
+            let io = connect_endpoint(
+                this.addr,
+                this.timeout,
+                &this.metrics,
+                this.direction,
+                tls,
+                false,
+            )
+            .await?;
             Ok(TokioIo::new(io))
         })
     }

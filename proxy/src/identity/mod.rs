@@ -33,6 +33,14 @@ pub enum IdentityError {
     Tls(#[from] rustls::Error),
 }
 
+/// The ALPN protocol a Weft proxy offers when it carries **opaque TCP**
+/// over mTLS to a peer proxy: the peer's inbound, seeing it negotiated,
+/// forwards the decrypted bytes to the application at once instead of
+/// detecting the protocol inside (which would wait the detect timeout for
+/// a protocol where the server speaks first). Connections without ALPN
+/// (HTTP between proxies) are detected as before.
+pub const OPAQUE_ALPN: &[u8] = b"weft.io/opaque";
+
 /// This proxy's identity: its name, trust anchors and current certificate.
 #[derive(Clone, Debug)]
 pub struct LocalIdentity {
@@ -41,6 +49,7 @@ pub struct LocalIdentity {
     expiry: Arc<watch::Sender<Option<SystemTime>>>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    opaque_client: Arc<ClientConfig>,
     roots: Arc<RootCertStore>,
 }
 
@@ -77,12 +86,19 @@ impl LocalIdentity {
         // back in. Connections are pooled, so full handshakes are rare.
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         client.resumption = rustls::client::Resumption::disabled();
+        // A client offering ALPN must find one in common or the handshake
+        // fails (RFC 7301), so the common HTTP ones are accepted too: only
+        // `weft.io/opaque` changes what the inbound does after TLS.
+        server.alpn_protocols = vec![OPAQUE_ALPN.to_vec(), b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut opaque_client = client.clone();
+        opaque_client.alpn_protocols = vec![OPAQUE_ALPN.to_vec()];
         Ok(Self {
             name: Arc::from(name),
             cert,
             expiry: Arc::new(watch::channel(None).0),
             server: Arc::new(server),
             client: Arc::new(client),
+            opaque_client: Arc::new(opaque_client),
             roots,
         })
     }
@@ -105,6 +121,12 @@ impl LocalIdentity {
     /// Client configuration for outbound mTLS (presents our certificate).
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.client.clone()
+    }
+
+    /// Client configuration for opaque TCP over mTLS: the same, offering
+    /// [`OPAQUE_ALPN`].
+    pub fn opaque_client_config(&self) -> Arc<ClientConfig> {
+        self.opaque_client.clone()
     }
 
     /// Installs a new certificate. New handshakes use it at once;

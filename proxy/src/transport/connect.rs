@@ -46,13 +46,15 @@ pub enum ConnectError {
 
 /// Opens a metered connection to `addr` within `timeout`, with mTLS when
 /// `tls` names this proxy's identity and the identity the target must
-/// prove. Both the HTTP clients and opaque forwarding dial through here.
+/// prove. Both the HTTP clients and opaque forwarding (`opaque`, which
+/// announces itself to the peer proxy in the handshake) dial through here.
 pub async fn connect_endpoint(
     addr: SocketAddr,
     timeout: Duration,
     metrics: &TcpMetrics,
     direction: Direction,
     tls: Option<(&LocalIdentity, &Arc<str>)>,
+    opaque: bool,
 ) -> Result<MaybeTls<MeteredIo<TcpStream>>, ConnectError> {
     let label = match tls {
         Some((_, server_id)) => Tls::Server(server_id.clone()),
@@ -62,7 +64,7 @@ pub async fn connect_endpoint(
     let Some((identity, server_id)) = tls else {
         return Ok(MaybeTls::Plain(io));
     };
-    match tokio::time::timeout(timeout, tls::connect(io, identity, server_id)).await {
+    match tokio::time::timeout(timeout, tls::connect(io, identity, server_id, opaque)).await {
         Ok(Ok(stream)) => Ok(MaybeTls::Tls(Box::new(stream))),
         Ok(Err(e)) => Err(ConnectError::Tls {
             addr,

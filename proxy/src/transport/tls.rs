@@ -30,7 +30,8 @@ pub fn client_hello_sni(buf: &[u8]) -> Option<String> {
 }
 
 /// Terminates mTLS on `io` as `identity`, within `timeout`. Returns the
-/// stream and the client's verified identity.
+/// stream and the client's verified identity. (Whether the client
+/// announced opaque TCP: [`is_opaque`].)
 pub async fn accept<I>(
     io: I,
     identity: &LocalIdentity,
@@ -59,11 +60,13 @@ where
 }
 
 /// Originates mTLS on `io` as `identity`, requiring the server to prove
-/// `server_id`.
+/// `server_id`. `opaque`: the connection carries opaque TCP, announced to
+/// the peer with [`crate::identity::OPAQUE_ALPN`].
 pub async fn connect<I>(
     io: I,
     identity: &LocalIdentity,
     server_id: &str,
+    opaque: bool,
 ) -> io::Result<tokio_rustls::client::TlsStream<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -74,9 +77,20 @@ where
             format!("bad identity {server_id:?}: {e}"),
         )
     })?;
-    tokio_rustls::TlsConnector::from(identity.client_config())
+    let config = if opaque {
+        identity.opaque_client_config()
+    } else {
+        identity.client_config()
+    };
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, io)
         .await
+}
+
+/// True if the client of an accepted mTLS stream negotiated
+/// [`crate::identity::OPAQUE_ALPN`]: a peer proxy carrying opaque TCP.
+pub fn is_opaque<I>(stream: &tokio_rustls::server::TlsStream<I>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(crate::identity::OPAQUE_ALPN)
 }
 
 /// A connection that may or may not be wrapped in TLS.
