@@ -274,31 +274,18 @@ fn json_documents(input: &str) -> anyhow::Result<Vec<Document>> {
     Ok(docs)
 }
 
-/// YAML input: `---`-separated documents. A `---` at column 0 always
-/// starts a document, so splitting there keeps exact line numbers.
+/// YAML input: `---`-separated documents, split by the same code as the
+/// controller's file feed, so line numbers agree everywhere.
 fn yaml_documents(input: &str) -> anyhow::Result<Vec<Document>> {
-    let mut chunks: Vec<(usize, Vec<&str>)> = vec![(1, Vec::new())];
-    for (i, line) in input.lines().enumerate() {
-        let marker =
-            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
-        if marker {
-            chunks.push((i + 1, Vec::new()));
-        }
-        if let Some((_, lines)) = chunks.last_mut() {
-            lines.push(line);
-        }
-    }
     let mut docs = Vec::new();
     let mut index = 0;
-    for (first_line, lines) in chunks {
-        let content = lines.iter().position(|l| {
-            let t = l.trim();
-            !(t.is_empty() || t.starts_with('#') || t.starts_with("---") || t == "...")
-        });
-        let Some(content) = content else { continue };
+    for chunk in weft_smi_crds::split_yaml_documents(input) {
+        let Some(line) = chunk.content_line() else {
+            continue;
+        };
+        let first_line = chunk.first_line;
         index += 1;
-        let line = first_line + content;
-        let object: Value = serde_yaml::from_str(&lines.join("\n")).map_err(|e| {
+        let object: Value = serde_yaml::from_str(&chunk.text()).map_err(|e| {
             let (l, c) = e
                 .location()
                 .map_or((line, 0), |loc| (loc.line() + first_line - 1, loc.column()));

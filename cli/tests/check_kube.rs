@@ -173,19 +173,6 @@ async fn current_identity(plane: &TestControlPlane) -> Result<(String, String, S
     ))
 }
 
-/// A kubeconfig for the test API server that authenticates with `token`.
-fn token_kubeconfig(plane: &TestControlPlane, token: &str) -> String {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(plane.ca_pem());
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
-         certificate-authority-data: {ca}\nusers:\n- name: nobody\n  user:\n    token: {token}\n\
-         contexts:\n- name: test\n  context:\n    cluster: test\n    user: nobody\n\
-         current-context: test\n",
-        plane.server_url()
-    )
-}
-
 /// Sets the injector webhook's caBundle.
 async fn set_ca_bundle(plane: &TestControlPlane, pem: &[u8]) -> Result<()> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(plane.client());
@@ -240,7 +227,7 @@ async fn check_passes_on_an_install_and_names_what_breaks() -> Result<()> {
         .await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("nobody.kubeconfig");
-    std::fs::write(&kubeconfig, token_kubeconfig(&plane, &token))?;
+    std::fs::write(&kubeconfig, plane.token_kubeconfig(&token))?;
     let out = weft_with(&kubeconfig, &["check", "--pre"]).await?;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let failed = marked(&out, "×");

@@ -187,19 +187,6 @@ impl Drop for Controller {
     }
 }
 
-/// A kubeconfig for the test API server that authenticates with `token`.
-fn token_kubeconfig(plane: &TestControlPlane, token: &str) -> String {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(plane.ca_pem());
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
-         certificate-authority-data: {ca}\nusers:\n- name: weft-controller\n  user:\n    \
-         token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    \
-         user: weft-controller\ncurrent-context: test\n",
-        plane.server_url()
-    )
-}
-
 /// What the kubelet would mount for `volume`: `(path in the mount, bytes)`
 /// for each file, read from the applied ConfigMaps and Secrets. Handles the
 /// kinds `weft install` uses: `configMap`, `secret` and `projected` (of
@@ -354,7 +341,7 @@ async fn start_controller(plane: &TestControlPlane, webhook: SocketAddr) -> Resu
         )
         .await?;
     let kubeconfig = dir.path().join("weft-controller.kubeconfig");
-    std::fs::write(&kubeconfig, token_kubeconfig(plane, &token))?;
+    std::fs::write(&kubeconfig, plane.token_kubeconfig(&token))?;
 
     // The command, rewritten for a process outside a pod.
     let command = container.command.clone().unwrap_or_default();

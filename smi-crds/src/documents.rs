@@ -118,7 +118,7 @@ pub fn parse_documents(yaml: &str) -> Result<Vec<AnyObject>, ParseError> {
 pub fn parse_documents_with_positions(yaml: &str) -> Result<Vec<Document>, ParseError> {
     let mut docs = Vec::new();
     let mut index = 0;
-    for chunk in split_documents(yaml) {
+    for chunk in split_yaml_documents(yaml) {
         let Some(line) = chunk.content_line() else {
             continue;
         };
@@ -134,19 +134,24 @@ pub fn parse_documents_with_positions(yaml: &str) -> Result<Vec<Document>, Parse
     Ok(docs)
 }
 
-/// The text of one document and the line it starts on.
-struct Chunk<'a> {
-    first_line: usize,
+/// The text of one document of a multi-document YAML stream and the line
+/// it starts on, so every reader of such streams (the file feed, `weft
+/// inject`) reports the same line numbers.
+pub struct YamlDocument<'a> {
+    /// 1-based line of the document's first line in the whole stream.
+    pub first_line: usize,
     lines: Vec<&'a str>,
 }
 
-impl Chunk<'_> {
-    fn text(&self) -> String {
+impl YamlDocument<'_> {
+    /// The document's text (its `---` marker line included).
+    pub fn text(&self) -> String {
         self.lines.join("\n")
     }
 
-    /// First line with content: where the document "is" for a reader.
-    fn content_line(&self) -> Option<usize> {
+    /// First line with content: where the document "is" for a reader;
+    /// `None` for a document of only comments and markers.
+    pub fn content_line(&self) -> Option<usize> {
         self.lines
             .iter()
             .position(|l| {
@@ -159,9 +164,9 @@ impl Chunk<'_> {
 
 /// A `---` at column 0 starts a new document (YAML forbids it inside
 /// content), so splitting on it keeps exact line numbers for every document.
-fn split_documents(yaml: &str) -> Vec<Chunk<'_>> {
+pub fn split_yaml_documents(yaml: &str) -> Vec<YamlDocument<'_>> {
     let mut chunks = Vec::new();
-    let mut current = Chunk {
+    let mut current = YamlDocument {
         first_line: 1,
         lines: Vec::new(),
     };
@@ -171,7 +176,7 @@ fn split_documents(yaml: &str) -> Vec<Chunk<'_>> {
         if is_marker && !current.lines.is_empty() {
             chunks.push(std::mem::replace(
                 &mut current,
-                Chunk {
+                YamlDocument {
                     first_line: i + 1,
                     lines: Vec::new(),
                 },
@@ -184,7 +189,7 @@ fn split_documents(yaml: &str) -> Vec<Chunk<'_>> {
 }
 
 fn parse_chunk(
-    chunk: &Chunk<'_>,
+    chunk: &YamlDocument<'_>,
     index: usize,
     start: usize,
 ) -> Result<Option<AnyObject>, ParseError> {

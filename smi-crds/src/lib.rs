@@ -20,7 +20,8 @@ pub mod split;
 
 pub use crd::{crds, crds_yaml, CrdError};
 pub use documents::{
-    parse_documents, parse_documents_with_positions, AnyObject, Document, ParseError,
+    parse_documents, parse_documents_with_positions, split_yaml_documents, AnyObject, Document,
+    ParseError, YamlDocument,
 };
 pub use duration::{parse_duration, DurationError};
 pub use error::{FieldError, ValidationErrors};

@@ -201,6 +201,35 @@ impl TestControlPlane {
         &self.kubeconfig
     }
 
+    /// A kubeconfig (YAML text) that authenticates with a bearer `token`
+    /// (e.g. a ServiceAccount's, from TokenRequest), so a program under
+    /// test runs with exactly that account's RBAC.
+    pub fn token_kubeconfig(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: weft-test
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: weft-test-token
+  user:
+    token: {token}
+contexts:
+- name: weft-test
+  context:
+    cluster: weft-test
+    user: weft-test-token
+current-context: weft-test
+",
+            server = self.server_url,
+        )
+    }
+
     /// The API server's URL, `https://127.0.0.1:PORT`.
     pub fn server_url(&self) -> &str {
         &self.server_url
