@@ -8,80 +8,25 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::destination::{
-    protocol_hint, tls_identity, update, DestinationProfile, GetDestination, Update, WeightedAddr,
+    protocol_hint, tls_identity, DestinationProfile, WeightedAddr,
 };
 use linkerd2_proxy_api::meta::metadata;
-use linkerd2_proxy_api::net::TcpAddress;
 use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
 use linkerd2_proxy_api::outbound::{traffic_spec, OutboundPolicy, TrafficSpec};
 use support::{
-    channel, controller_name, destination_client, identity_dir, start_with_config, write_config,
-    Controller,
+    addr_of, channel, controller_name, destination_client, follow, get_request as request,
+    identity_dir, start_with_config, write_config, Controller,
 };
 use tonic::transport::Channel;
-use tonic::Streaming;
 use weft_kube_harness::TestControlPlane;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn request(path: &str) -> GetDestination {
-    GetDestination {
-        scheme: "k8s".into(),
-        path: path.into(),
-        context_token: String::new(),
-    }
-}
-
-fn addr_of(a: &Option<TcpAddress>) -> String {
-    let a = a.as_ref().unwrap();
-    let ip = match a.ip.as_ref().unwrap().ip.unwrap() {
-        linkerd2_proxy_api::net::ip_address::Ip::Ipv4(v4) => std::net::Ipv4Addr::from(v4),
-        other => panic!("unexpected {other:?}"),
-    };
-    format!("{ip}:{}", a.port)
-}
-
-/// Reads `Get` updates into `known` until `done` holds; returns whether
-/// the last one said the target does not exist.
-async fn follow(
-    stream: &mut Streaming<Update>,
-    known: &mut BTreeMap<String, WeightedAddr>,
-    done: impl Fn(&BTreeMap<String, WeightedAddr>, Option<bool>) -> bool,
-) {
-    let deadline = Instant::now() + WAIT;
-    let mut exists = None;
-    while !done(known, exists) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("no matching Get update within {WAIT:?}; have {known:?}"))
-            .unwrap()
-            .expect("Get stream ended");
-        match msg.update.unwrap() {
-            update::Update::Add(set) => {
-                exists = Some(true);
-                for a in set.addrs {
-                    known.insert(addr_of(&a.addr), a);
-                }
-            }
-            update::Update::Remove(set) => {
-                for a in set.addrs {
-                    known.remove(&addr_of(&Some(a)));
-                }
-            }
-            update::Update::NoEndpoints(n) => {
-                exists = Some(n.exists);
-                known.clear();
-            }
-        }
-    }
-}
 
 async fn profile(dst: &mut DestinationClient<Channel>, path: &str) -> DestinationProfile {
     let mut s = dst.get_profile(request(path)).await.unwrap().into_inner();

@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
-use linkerd2_proxy_api::destination::{
-    protocol_hint, tls_identity, update, DestinationProfile, GetDestination, Update, WeightedAddr,
-};
-use linkerd2_proxy_api::net::TcpAddress;
-use support::{destination_client, identity_dir, Controller};
+use linkerd2_proxy_api::destination::{protocol_hint, tls_identity, update, DestinationProfile};
+use support::{destination_client, follow, get_request as request, identity_dir, Controller};
 use tonic::transport::Channel;
 use tonic::Streaming;
 use weft_kube_harness::TestControlPlane;
@@ -65,54 +62,6 @@ fn split(version: &str, v1: &str, v2: &str) -> String {
          spec:\n  service: web\n  backends:\n  - {{service: web-v1, weight: {v1}}}\n  \
          - {{service: web-v2, weight: {v2}}}\n"
     )
-}
-
-fn request(path: &str) -> GetDestination {
-    GetDestination {
-        scheme: "k8s".into(),
-        path: path.into(),
-        context_token: String::new(),
-    }
-}
-
-fn addr_of(a: &Option<TcpAddress>) -> String {
-    let a = a.as_ref().unwrap();
-    let ip = match a.ip.as_ref().unwrap().ip.unwrap() {
-        linkerd2_proxy_api::net::ip_address::Ip::Ipv4(v4) => std::net::Ipv4Addr::from(v4),
-        other => panic!("unexpected {other:?}"),
-    };
-    format!("{ip}:{}", a.port)
-}
-
-/// Reads `Get` updates, applying them to `known`, until `done` holds;
-/// bounded by [`WAIT`].
-async fn follow(
-    stream: &mut Streaming<Update>,
-    known: &mut BTreeMap<String, WeightedAddr>,
-    done: impl Fn(&BTreeMap<String, WeightedAddr>) -> bool,
-) {
-    let deadline = Instant::now() + WAIT;
-    while !done(known) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("no matching Get update within {WAIT:?}; have {known:?}"))
-            .unwrap()
-            .expect("Get stream ended");
-        match msg.update.unwrap() {
-            update::Update::Add(set) => {
-                for a in set.addrs {
-                    known.insert(addr_of(&a.addr), a);
-                }
-            }
-            update::Update::Remove(set) => {
-                for a in set.addrs {
-                    known.remove(&addr_of(&Some(a)));
-                }
-            }
-            update::Update::NoEndpoints(_) => known.clear(),
-        }
-    }
 }
 
 /// Reads profiles until one satisfies `done`; bounded by [`WAIT`].
@@ -192,7 +141,7 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     let both: BTreeSet<String> = ["192.0.2.10:8080", "192.0.2.11:8080"]
         .map(String::from)
         .into();
-    follow(&mut get, &mut known, |k| {
+    follow(&mut get, &mut known, |k, _| {
         k.keys().cloned().collect::<BTreeSet<_>>() == both
     })
     .await;
@@ -232,7 +181,7 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
         .unwrap()
         .into_inner();
     let mut pod_known = BTreeMap::new();
-    follow(&mut by_ip, &mut pod_known, |k| {
+    follow(&mut by_ip, &mut pod_known, |k, _| {
         k.contains_key("192.0.2.11:8080")
     })
     .await;
@@ -246,7 +195,7 @@ async fn kubernetes_feed_serves_endpoints_and_profiles() {
     pods.delete("web-1", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    follow(&mut get, &mut known, |k| {
+    follow(&mut get, &mut known, |k, _| {
         k.keys().map(String::as_str).collect::<Vec<_>>() == ["192.0.2.10:8080"]
     })
     .await;

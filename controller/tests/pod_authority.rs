@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::destination::{
-    protocol_hint, tls_identity, update, DestinationProfile, GetDestination, NoEndpoints,
-    WeightedAddr,
+    protocol_hint, tls_identity, update, DestinationProfile, NoEndpoints, WeightedAddr,
 };
-use support::{destination_client, start_with_config, write_config};
+use support::{destination_client, get_request as request, start_with_config, write_config};
 use tonic::transport::Channel;
 use tonic::Streaming;
 
@@ -44,14 +43,6 @@ status:
   podIPs: [{{ip: {ip}}}]
 "
     )
-}
-
-fn request(path: &str) -> GetDestination {
-    GetDestination {
-        scheme: "k8s".into(),
-        path: path.into(),
-        context_token: String::new(),
-    }
 }
 
 async fn next_update(s: &mut Streaming<linkerd2_proxy_api::destination::Update>) -> update::Update {

@@ -295,3 +295,70 @@ pub async fn destination_client(id: &Path, ctl: &Controller) -> DestinationClien
             .unwrap(),
     )
 }
+
+/// How long a test waits for a matching `Get` update.
+pub const GET_WAIT: Duration = Duration::from_secs(30);
+
+/// A `Get`/`GetProfile` request for `path` (`host:port`).
+pub fn get_request(path: &str) -> linkerd2_proxy_api::destination::GetDestination {
+    linkerd2_proxy_api::destination::GetDestination {
+        scheme: "k8s".into(),
+        path: path.into(),
+        context_token: String::new(),
+    }
+}
+
+/// `ip:port` of an endpoint address in an update.
+pub fn addr_of(a: &Option<linkerd2_proxy_api::net::TcpAddress>) -> String {
+    #![allow(clippy::unwrap_used)] // test support: a panic is the failure report
+    let a = a.as_ref().unwrap();
+    let ip = match a.ip.as_ref().unwrap().ip.unwrap() {
+        linkerd2_proxy_api::net::ip_address::Ip::Ipv4(v4) => std::net::Ipv4Addr::from(v4),
+        other => panic!("unexpected {other:?}"),
+    };
+    format!("{ip}:{}", a.port)
+}
+
+/// Reads `Get` updates into `known` (endpoints by `ip:port`) until `done`
+/// holds for them and for whether the target exists (`None` until an
+/// update says); bounded by [`GET_WAIT`].
+pub async fn follow(
+    stream: &mut tonic::Streaming<linkerd2_proxy_api::destination::Update>,
+    known: &mut std::collections::BTreeMap<String, linkerd2_proxy_api::destination::WeightedAddr>,
+    done: impl Fn(
+        &std::collections::BTreeMap<String, linkerd2_proxy_api::destination::WeightedAddr>,
+        Option<bool>,
+    ) -> bool,
+) {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test support
+    use linkerd2_proxy_api::destination::update;
+    let deadline = Instant::now() + GET_WAIT;
+    let mut exists = None;
+    while !done(known, exists) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no matching Get update within {GET_WAIT:?}; have {known:?}")
+            })
+            .unwrap()
+            .expect("Get stream ended");
+        match msg.update.unwrap() {
+            update::Update::Add(set) => {
+                exists = Some(true);
+                for a in set.addrs {
+                    known.insert(addr_of(&a.addr), a);
+                }
+            }
+            update::Update::Remove(set) => {
+                for a in set.addrs {
+                    known.remove(&addr_of(&Some(a)));
+                }
+            }
+            update::Update::NoEndpoints(n) => {
+                exists = Some(n.exists);
+                known.clear();
+            }
+        }
+    }
+}
