@@ -273,17 +273,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The publishing task: one request at a time, each bounded by
-/// [`PUBLISH_TIMEOUT`]. The first failure (after start or after a
-/// success) is logged at `warn`, the following ones at `debug`.
-async fn publish(client: Client, mut rx: mpsc::Receiver<Warning>) {
-    let reporter = Reporter::from(REPORTING_CONTROLLER);
-    let mut failing = false;
-    while let Some(w) = rx.recv().await {
-        // A fresh Recorder per Event: a Recorder merges repeated Events by
-        // object and reason into one series but keeps the first note, which
-        // would hide a different problem; deduplication is ours.
-        let recorder = Recorder::new(client.clone(), reporter.clone());
+/// The publishing task for the feed's Warnings.
+async fn publish(client: Client, rx: mpsc::Receiver<Warning>) {
+    publish_each(client, rx, "Kubernetes Event", |w| {
         let event = Event {
             type_: EventType::Warning,
             reason: w.reason.clone(),
@@ -291,32 +283,59 @@ async fn publish(client: Client, mut rx: mpsc::Receiver<Warning>) {
             action: w.action.to_owned(),
             secondary: None,
         };
+        (event, w.regarding)
+    })
+    .await;
+}
+
+/// Publishes what arrives on `rx`, one request at a time, each bounded by
+/// [`PUBLISH_TIMEOUT`]; shared by every Event source of the controller
+/// (the feed's Warnings, the injector's Events). The first failure (after
+/// start or after a success) is logged at `warn`, the following ones at
+/// `debug`; `what` names the Events in those lines.
+///
+/// A fresh Recorder per Event: a Recorder merges repeated Events by
+/// object and reason into one series but keeps the first note, which
+/// would hide a different problem; deduplication is the senders'.
+pub async fn publish_each<T>(
+    client: Client,
+    mut rx: mpsc::Receiver<T>,
+    what: &'static str,
+    to_event: impl Fn(T) -> (Event, ObjectReference),
+) {
+    let reporter = Reporter::from(REPORTING_CONTROLLER);
+    let mut failing = false;
+    while let Some(item) = rx.recv().await {
+        let recorder = Recorder::new(client.clone(), reporter.clone());
+        let (event, regarding) = to_event(item);
         let object = format!(
-            "{}/{}",
-            w.regarding.namespace.as_deref().unwrap_or_default(),
-            w.regarding.name.as_deref().unwrap_or_default()
+            "{}/{}/{}",
+            regarding.kind.as_deref().unwrap_or_default(),
+            regarding.namespace.as_deref().unwrap_or_default(),
+            regarding.name.as_deref().unwrap_or_default()
         );
-        let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &w.regarding))
+        let reason = event.reason.clone();
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &regarding))
             .await
             .map_err(|_| format!("no answer within {PUBLISH_TIMEOUT:?}"))
             .and_then(|r| r.map_err(|e| e.to_string()));
         match result {
             Ok(()) => {
                 failing = false;
-                tracing::debug!(reason = %w.reason, %object, "Kubernetes Event published");
+                tracing::debug!(%reason, %object, "{what} published");
             }
             Err(error) if !failing => {
                 failing = true;
                 tracing::warn!(
-                    reason = %w.reason,
+                    %reason,
                     %object,
                     %error,
-                    "cannot publish a Kubernetes Event (needs events.k8s.io events create/patch); \
+                    "cannot publish a {what} (needs events.k8s.io events create/patch); \
                      the problem is only logged; further failures are logged at debug"
                 );
             }
             Err(error) => {
-                tracing::debug!(reason = %w.reason, %object, %error, "cannot publish a Kubernetes Event");
+                tracing::debug!(%reason, %object, %error, "cannot publish a {what}");
             }
         }
     }

@@ -13,9 +13,9 @@
 //! `InjectionSkipped` per window, not 50, and a recreated bare pod of the
 //! same name gets its Event again once the window has passed.
 
-use crate::feed::events::{truncate_note, PUBLISH_TIMEOUT, QUEUE_CAPACITY, REPORTING_CONTROLLER};
+use crate::feed::events::{publish_each, truncate_note, QUEUE_CAPACITY};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::Client;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -186,15 +186,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One request at a time, each bounded by [`PUBLISH_TIMEOUT`]; a fresh
-/// [`Recorder`] per Event, because a Recorder folds Events with the same
-/// object and reason into one series and keeps the first note, which would
-/// hide the second bad annotation of a workload.
-async fn publish(client: Client, mut rx: mpsc::Receiver<InjectEvent>) {
-    let reporter = Reporter::from(REPORTING_CONTROLLER);
-    let mut failing = false;
-    while let Some(e) = rx.recv().await {
-        let recorder = Recorder::new(client.clone(), reporter.clone());
+/// The publishing task for the injector's Events (the controller's shared
+/// loop; deduplication happened in [`InjectEvents::send`]).
+async fn publish(client: Client, rx: mpsc::Receiver<InjectEvent>) {
+    publish_each(client, rx, "injector Event", |e| {
         let event = Event {
             type_: if e.warning {
                 EventType::Warning
@@ -202,40 +197,13 @@ async fn publish(client: Client, mut rx: mpsc::Receiver<InjectEvent>) {
                 EventType::Normal
             },
             reason: e.reason.to_owned(),
-            note: Some(e.note.clone()),
+            note: Some(e.note),
             action: ACTION.to_owned(),
             secondary: None,
         };
-        let object = format!(
-            "{}/{}/{}",
-            e.regarding.kind.as_deref().unwrap_or_default(),
-            e.regarding.namespace.as_deref().unwrap_or_default(),
-            e.regarding.name.as_deref().unwrap_or_default()
-        );
-        let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &e.regarding))
-            .await
-            .map_err(|_| format!("no answer within {PUBLISH_TIMEOUT:?}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        match result {
-            Ok(()) => {
-                failing = false;
-                tracing::debug!(reason = e.reason, %object, "injector Event published");
-            }
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    reason = e.reason,
-                    %object,
-                    %error,
-                    "cannot publish an injector Event (needs events.k8s.io events create/patch); \
-                     further failures are logged at debug"
-                );
-            }
-            Err(error) => {
-                tracing::debug!(reason = e.reason, %object, %error, "cannot publish an injector Event");
-            }
-        }
-    }
+        (event, e.regarding)
+    })
+    .await;
 }
 
 #[cfg(test)]
