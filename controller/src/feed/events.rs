@@ -275,7 +275,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The publishing task for the feed's Warnings.
 async fn publish(client: Client, rx: mpsc::Receiver<Warning>) {
-    publish_each(client, rx, "Kubernetes Event", |w| {
+    publish_each(client, rx, "a Kubernetes Event", |w| {
         let event = Event {
             type_: EventType::Warning,
             reason: w.reason.clone(),
@@ -292,7 +292,7 @@ async fn publish(client: Client, rx: mpsc::Receiver<Warning>) {
 /// [`PUBLISH_TIMEOUT`]; shared by every Event source of the controller
 /// (the feed's Warnings, the injector's Events). The first failure (after
 /// start or after a success) is logged at `warn`, the following ones at
-/// `debug`; `what` names the Events in those lines.
+/// `debug`; `what` names one Event in those lines (`"a Kubernetes Event"`).
 ///
 /// A fresh Recorder per Event: a Recorder merges repeated Events by
 /// object and reason into one series but keeps the first note, which
@@ -322,7 +322,7 @@ pub async fn publish_each<T>(
         match result {
             Ok(()) => {
                 failing = false;
-                tracing::debug!(%reason, %object, "{what} published");
+                tracing::debug!(%reason, %object, "published {what}");
             }
             Err(error) if !failing => {
                 failing = true;
@@ -330,12 +330,12 @@ pub async fn publish_each<T>(
                     %reason,
                     %object,
                     %error,
-                    "cannot publish a {what} (needs events.k8s.io events create/patch); \
+                    "cannot publish {what} (needs events.k8s.io events create/patch); \
                      the problem is only logged; further failures are logged at debug"
                 );
             }
             Err(error) => {
-                tracing::debug!(%reason, %object, %error, "cannot publish a {what}");
+                tracing::debug!(%reason, %object, %error, "cannot publish {what}");
             }
         }
     }

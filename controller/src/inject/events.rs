@@ -189,7 +189,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The publishing task for the injector's Events (the controller's shared
 /// loop; deduplication happened in [`InjectEvents::send`]).
 async fn publish(client: Client, rx: mpsc::Receiver<InjectEvent>) {
-    publish_each(client, rx, "injector Event", |e| {
+    publish_each(client, rx, "an injector Event", |e| {
         let event = Event {
             type_: if e.warning {
                 EventType::Warning
