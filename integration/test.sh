@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every Weft test: the one command in the README, and what CI runs.
 #
-#  1. installs what the tests need (the test Kubernetes control plane:
-#     etcd, kube-apiserver, kube-controller-manager, kubectl; cached, so
+#  1. installs what the tests need (the test Kubernetes: etcd,
+#     kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+#     kube-proxy, kubectl, containerd, runc, the CNI plugins; cached, so
 #     later runs skip it in about a second);
 #  2. checks formatting and lints (warnings are errors);
-#  3. runs the whole workspace's tests with cargo-nextest.
+#  3. builds the workspace and the images the test node runs
+#     (install/image.sh: release binaries on a minimal root filesystem);
+#  4. runs the whole workspace's tests with cargo-nextest.
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds), WEFT_CACHE_DIR (where
 # the control-plane binaries are cached, default $HOME/.cache/weft).
@@ -29,6 +32,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the workspace binaries the tests run"
 cargo build --workspace --locked --bins
+
+step "images for the test node (install/image.sh)"
+bash install/image.sh
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds the binaries of Weft's test control plane (see docs/testing.md).
+# Builds the binaries of Weft's test Kubernetes (see docs/testing.md).
 #
-# Installs etcd, Go and the other build tools from Debian, fetches Debian's
-# `kubernetes` source package (1.20.x on bookworm), builds kube-apiserver and
-# kube-controller-manager from it once, and caches them outside the clone:
+# Installs etcd, Go and the other build tools from Debian, and the test
+# node's runtime (containerd, runc, containernetworking-plugins, conntrack);
+# fetches Debian's `kubernetes` source package (1.20.x on bookworm), builds
+# kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and
+# kubelet from it once (a component missing from the cache is built on its
+# own), and caches them outside the clone:
 #
 #   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/<debian-version>-weft<rev>/bin/
 #   ${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/current -> <debian-version>-weft<rev>
@@ -38,7 +41,7 @@ die() { log "ERROR: $*"; exit 1; }
 CACHE_ROOT="${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s"
 BUILD_REV=2
 REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
-COMPONENTS=(kube-apiserver kube-controller-manager)
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -65,6 +68,13 @@ declare -A PKG_FOR=(
     [dpkg-source]=dpkg-dev
     [openssl]=openssl
     [make]=make
+    # The test node (kubelet + containerd, docs/testing.md).
+    [containerd]=containerd
+    [runc]=runc
+    [conntrack]=conntrack
+    [nsenter]=util-linux
+    [iptables]=iptables
+    [ip]=iproute2
 )
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do
@@ -79,6 +89,8 @@ for cmd in find diff which; do
     esac
 done
 [ -f "$REFLECT2/unsafe_map.go" ] || missing+=(golang-github-modern-go-reflect2-dev)
+# CNI bridge + host-local IPAM for the test node's pods.
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_update
     log "installing: ${missing[*]}"

@@ -24,29 +24,32 @@ pub struct Binaries {
     pub kubectl: Option<PathBuf>,
 }
 
+/// The programs of a real node: the Kubernetes ones from
+/// `integration/k8s/install.sh`, the runtime from Debian's packages.
+#[derive(Clone, Debug)]
+pub struct NodeBinaries {
+    /// kubelet.
+    pub kubelet: PathBuf,
+    /// kube-proxy (iptables mode).
+    pub kube_proxy: PathBuf,
+    /// kube-scheduler.
+    pub kube_scheduler: PathBuf,
+    /// containerd (Debian's `containerd`, with its CRI plugin).
+    pub containerd: PathBuf,
+    /// containerd's `ctr` (image import, clean-up).
+    pub ctr: PathBuf,
+    /// runc (Debian's `runc`).
+    pub runc: PathBuf,
+}
+
 impl Binaries {
     /// Finds the binaries: `$WEFT_KUBE_BIN_DIR`, else the install script's
     /// cache (`${WEFT_CACHE_DIR:-$HOME/.cache/weft}/k8s/current/bin`); etcd
     /// from `$WEFT_ETCD` or `PATH`. A missing binary is an error that says how
     /// to get it.
     pub fn locate() -> Result<Self> {
-        let dir = bin_dir();
-        let looked = dir
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| format!("${BIN_DIR_ENV} unset and no $HOME"));
-        let in_dir = |name: &'static str| -> Result<PathBuf> {
-            dir.as_ref()
-                .map(|d| d.join(name))
-                .filter(|p| is_executable(p))
-                .ok_or_else(|| Error::MissingBinary {
-                    binary: name,
-                    looked_in: looked.clone(),
-                    env: BIN_DIR_ENV,
-                })
-        };
-        let kube_apiserver = in_dir("kube-apiserver")?;
-        let kube_controller_manager = in_dir("kube-controller-manager")?;
+        let kube_apiserver = in_bin_dir("kube-apiserver")?;
+        let kube_controller_manager = in_bin_dir("kube-controller-manager")?;
         let etcd = match std::env::var_os(ETCD_ENV) {
             Some(p) => Some(PathBuf::from(p)).filter(|p| is_executable(p)),
             None => on_path("etcd"),
@@ -56,7 +59,7 @@ impl Binaries {
             looked_in: format!("${ETCD_ENV}, PATH"),
             env: ETCD_ENV,
         })?;
-        let kubectl = in_dir("kubectl").ok().or_else(|| on_path("kubectl"));
+        let kubectl = in_bin_dir("kubectl").ok().or_else(|| on_path("kubectl"));
         Ok(Self {
             kube_apiserver,
             kube_controller_manager,
@@ -64,6 +67,53 @@ impl Binaries {
             kubectl,
         })
     }
+}
+
+impl NodeBinaries {
+    /// Finds the node's programs: the Kubernetes ones where
+    /// [`Binaries::locate`] looks, containerd, ctr and runc on `PATH`. A
+    /// missing one is an error that says which package or script brings it.
+    pub fn locate() -> Result<Self> {
+        let system = |name: &'static str, package: &'static str| -> Result<PathBuf> {
+            on_path(name)
+                .or_else(|| {
+                    ["/usr/sbin", "/usr/bin", "/sbin"]
+                        .iter()
+                        .map(|d| Path::new(d).join(name))
+                        .find(|p| is_executable(p))
+                })
+                .ok_or(Error::MissingBinary {
+                    binary: name,
+                    looked_in: format!("PATH (Debian package `{package}`)"),
+                    env: "PATH",
+                })
+        };
+        Ok(Self {
+            kubelet: in_bin_dir("kubelet")?,
+            kube_proxy: in_bin_dir("kube-proxy")?,
+            kube_scheduler: in_bin_dir("kube-scheduler")?,
+            containerd: system("containerd", "containerd")?,
+            ctr: system("ctr", "containerd")?,
+            runc: system("runc", "runc")?,
+        })
+    }
+}
+
+/// `name` in the install script's binary directory, or an error saying
+/// where the harness looked.
+fn in_bin_dir(name: &'static str) -> Result<PathBuf> {
+    let dir = bin_dir();
+    dir.as_ref()
+        .map(|d| d.join(name))
+        .filter(|p| is_executable(p))
+        .ok_or_else(|| Error::MissingBinary {
+            binary: name,
+            looked_in: dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| format!("${BIN_DIR_ENV} unset and no $HOME")),
+            env: BIN_DIR_ENV,
+        })
 }
 
 fn bin_dir() -> Option<PathBuf> {

@@ -76,6 +76,14 @@ pub enum Error {
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// The real node (network, runtime, kubelet) could not be set up.
+    #[error("test node: {0}")]
+    Node(String),
+
+    /// The cluster DNS responder could not bind or sync with the API.
+    #[error("cluster DNS: {0}")]
+    Dns(String),
+
     /// An object given to a helper lacks something it needs (kind, name, ...).
     #[error("invalid object: {0}")]
     InvalidObject(String),

@@ -13,8 +13,10 @@
 
 mod binaries;
 mod certs;
+mod cluster_dns;
 mod error;
 mod helpers;
+mod node;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -25,17 +27,21 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use crate::binaries::Binaries;
+pub use crate::binaries::{Binaries, NodeBinaries};
 pub use crate::binaries::{BIN_DIR_ENV, ETCD_ENV};
 pub use crate::certs::{IssuedCert, TestCa};
+pub use crate::cluster_dns::ClusterDns;
 pub use crate::error::{Error, Result};
+pub use crate::node::{
+    image_dir, TestNode, CLUSTER_DOMAIN, IMAGE_ARCHIVES, IMAGE_DIR_ENV, NODE_DIR_ENV, NODE_NAME,
+};
 pub use crate::helpers::{
     wait_for, ServiceAccountVolume, WebhookRegistration, DEFAULT_WAIT, FIELD_MANAGER,
 };
 
 use crate::certs::SigningKey;
 use crate::error::io_err;
-use crate::process::{free_port, is_port_clash, Managed};
+use crate::process::{free_port, free_port_on, is_port_clash, Managed};
 
 /// How many times a component is started on fresh ports when its port was
 /// taken between choosing it and binding it.
@@ -63,6 +69,19 @@ pub struct StartOptions {
     pub binaries: Option<Binaries>,
 }
 
+/// How a control plane differs when a real kubelet joins it.
+#[derive(Clone, Debug)]
+pub(crate) struct RealNodeSettings {
+    /// Address the API server binds and advertises (the `kubernetes`
+    /// Service's endpoint), reachable from pods.
+    pub(crate) address: std::net::Ipv4Addr,
+    /// Service ClusterIP range.
+    pub(crate) service_cidr: &'static str,
+    /// The `kubernetes` Service's ClusterIP (first address of the range),
+    /// which the serving certificate must name.
+    pub(crate) kubernetes_service_ip: &'static str,
+}
+
 impl Default for StartOptions {
     fn default() -> Self {
         let secs = std::env::var("WEFT_KUBE_START_TIMEOUT_SECS")
@@ -84,6 +103,8 @@ pub struct TestControlPlane {
     server_url: String,
     ca_pem: String,
     kubectl: Option<PathBuf>,
+    /// Kept for a [`TestNode`], which issues its agents' credentials.
+    ca: Option<TestCa>,
     controller_manager: Option<Managed>,
     apiserver: Option<Managed>,
     etcd: Option<Managed>,
@@ -110,6 +131,15 @@ impl TestControlPlane {
 
     /// Like [`start`](Self::start), with explicit options.
     pub async fn start_with(opts: StartOptions) -> Result<Self> {
+        Self::start_inner(opts, None).await
+    }
+
+    /// Starts a control plane; with `real_node`, one that serves where
+    /// pods can reach the API and lets a real kubelet own the Node.
+    pub(crate) async fn start_inner(
+        opts: StartOptions,
+        real_node: Option<RealNodeSettings>,
+    ) -> Result<Self> {
         // kube-rs builds its rustls config from the process-wide provider;
         // pick one so a workspace that also enables aws-lc-rs cannot make it
         // ambiguous. Failing means one is already installed, which is fine.
@@ -143,7 +173,7 @@ impl TestControlPlane {
             std::fs::write(&f, std::process::id().to_string()).map_err(io_err(&f))?;
         }
 
-        let pki = Pki::generate(&base)?;
+        let pki = Pki::generate(&base, real_node.as_ref())?;
 
         let mut plane = Self {
             client: placeholder_client()?,
@@ -151,6 +181,7 @@ impl TestControlPlane {
             server_url: String::new(),
             ca_pem: pki.ca.cert_pem(),
             kubectl: bins.kubectl.clone(),
+            ca: None,
             controller_manager: None,
             apiserver: None,
             etcd: None,
@@ -164,15 +195,24 @@ impl TestControlPlane {
         plane.etcd_data = Some(etcd_data);
         tracing::info!(port = etcd_port, elapsed = ?started.elapsed(), "etcd ready");
 
-        let (apiserver, port, client) =
-            start_apiserver(&bins, &base, &pki, etcd_port, deadline).await?;
+        let (apiserver, server_url, client) = start_apiserver(
+            &bins,
+            &base,
+            &pki,
+            etcd_port,
+            real_node.as_ref(),
+            deadline,
+        )
+        .await?;
         plane.apiserver = Some(apiserver);
         plane.client = client;
-        plane.server_url = format!("https://127.0.0.1:{port}");
-        tracing::info!(port, elapsed = ?started.elapsed(), "kube-apiserver ready");
-        helpers::create_test_node(&plane.client)
-            .await
-            .map_err(|e| plane.explain(e))?;
+        plane.server_url = server_url;
+        tracing::info!(url = %plane.server_url, elapsed = ?started.elapsed(), "kube-apiserver ready");
+        if real_node.is_none() {
+            helpers::create_test_node(&plane.client)
+                .await
+                .map_err(|e| plane.explain(e))?;
+        }
 
         if opts.controller_manager {
             let kcm = start_controller_manager(
@@ -181,12 +221,14 @@ impl TestControlPlane {
                 &pki,
                 &plane.server_url,
                 &plane.client,
+                real_node.is_some(),
                 deadline,
             )
             .await?;
             plane.controller_manager = Some(kcm);
             tracing::info!(elapsed = ?started.elapsed(), "kube-controller-manager ready");
         }
+        plane.ca = Some(pki.ca);
         Ok(plane)
     }
 
@@ -239,6 +281,11 @@ current-context: weft-test
     /// and is the `ca.crt` in ServiceAccount token Secrets.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The cluster CA itself, to issue more credentials.
+    pub(crate) fn ca(&self) -> Option<&TestCa> {
+        self.ca.as_ref()
     }
 
     /// Directory holding the certificates, kubeconfigs and process logs.
@@ -338,19 +385,28 @@ struct Pki {
     sa_pub: PathBuf,
     admin: IssuedCert,
     kcm: IssuedCert,
+    kubelet_client_crt: PathBuf,
+    kubelet_client_key: PathBuf,
 }
 
 impl Pki {
-    fn generate(dir: &Path) -> Result<Self> {
+    fn generate(dir: &Path, real_node: Option<&RealNodeSettings>) -> Result<Self> {
         let ca = TestCa::new("weft-test-cluster-ca")?;
-        let serving = ca.issue_server(&[
+        let node_address = real_node.map(|n| n.address.to_string());
+        let mut sans = vec![
             "127.0.0.1",
             "localhost",
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
-        ])?;
+        ];
+        if let (Some(node), Some(address)) = (real_node, node_address.as_deref()) {
+            sans.extend([address, node.kubernetes_service_ip]);
+        }
+        let serving = ca.issue_server(&sans)?;
+        // The API server's identity towards kubelets (logs, exec).
+        let kubelet_client = ca.issue_client("weft-test-apiserver-kubelet-client", Some("system:masters"))?;
         let admin = ca.issue_client("weft-test-admin", Some("system:masters"))?;
         // The controller-manager runs every controller with its own identity
         // (no per-controller ServiceAccount credentials), so it needs to be a
@@ -369,6 +425,8 @@ impl Pki {
             serving_key: w("apiserver.key", &serving.key_pem)?,
             sa_key: w("sa.key", &sa.private_pem)?,
             sa_pub: w("sa.pub", &sa.public_pem)?,
+            kubelet_client_crt: w("apiserver-kubelet-client.crt", &kubelet_client.cert_pem)?,
+            kubelet_client_key: w("apiserver-kubelet-client.key", &kubelet_client.key_pem)?,
             ca,
             admin,
             kcm,
@@ -528,21 +586,24 @@ async fn start_apiserver(
     base: &Path,
     pki: &Pki,
     etcd_port: u16,
+    real_node: Option<&RealNodeSettings>,
     deadline: Instant,
-) -> Result<(Managed, u16, Client)> {
+) -> Result<(Managed, String, Client)> {
+    let address = real_node.map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.address);
+    let service_cidr = real_node.map_or("10.96.0.0/16", |n| n.service_cidr);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let port = free_port()?;
-        let server = format!("https://127.0.0.1:{port}");
+        let port = free_port_on(address)?;
+        let server = format!("https://{address}:{port}");
         let kubeconfig = base.join("admin.kubeconfig");
         let kc = kubeconfig_yaml(&server, &pki.ca.cert_pem(), &pki.admin);
         std::fs::write(&kubeconfig, kc).map_err(io_err(&kubeconfig))?;
         let p = |p: &Path| p.display().to_string();
         let args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
             format!("--secure-port={port}"),
             "--insecure-port=0".to_owned(),
             format!("--cert-dir={}", p(base)),
@@ -557,7 +618,11 @@ async fn start_apiserver(
              DefaultStorageClass,DefaultTolerationSeconds,MutatingAdmissionWebhook,\
              ValidatingAdmissionWebhook,ResourceQuota"
                 .to_owned(),
-            "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+            format!("--service-cluster-ip-range={service_cidr}"),
+            // `kubectl logs`/`exec`: reach kubelets by address, as themselves.
+            "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_crt)),
+            format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
             "--allow-privileged=true".to_owned(),
             "--profiling=false".to_owned(),
             "--v=1".to_owned(),
@@ -566,7 +631,7 @@ async fn start_apiserver(
         let proc = Managed::spawn("kube-apiserver", &bins.kube_apiserver, &args, log)?;
         let client = client_from_kubeconfig(&kubeconfig).await?;
         match wait_apiserver(&proc, &client, deadline).await {
-            Ok(()) => return Ok((proc, port, client)),
+            Ok(()) => return Ok((proc, server, client)),
             Err(e) if attempt < PORT_ATTEMPTS && is_port_clash(&proc.log_tail(50)) => {
                 tracing::warn!("kube-apiserver port clash, retrying on a new port: {e}");
                 proc.stop();
@@ -607,9 +672,18 @@ async fn start_controller_manager(
     pki: &Pki,
     server_url: &str,
     client: &Client,
+    real_node: bool,
     deadline: Instant,
 ) -> Result<Managed> {
     let kubeconfig = base.join("controller-manager.kubeconfig");
+    // Without a kubelet posting heartbeats, the node lifecycle controller
+    // would mark the stand-in Node unreachable and evict its Pods; with a
+    // real kubelet it must run, or the Node keeps its not-ready taint.
+    let controllers = if real_node {
+        "--controllers=*"
+    } else {
+        "--controllers=*,-nodelifecycle"
+    };
     let kc = kubeconfig_yaml(server_url, &pki.ca.cert_pem(), &pki.kcm);
     std::fs::write(&kubeconfig, kc).map_err(io_err(&kubeconfig))?;
     let p = |p: &Path| p.display().to_string();
@@ -624,9 +698,7 @@ async fn start_controller_manager(
         format!("--cluster-signing-cert-file={}", p(&pki.ca_crt)),
         format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
         "--use-service-account-credentials=false".to_owned(),
-        // No kubelet posts node heartbeats, so the node lifecycle controller
-        // would mark the test Node unreachable and evict its Pods.
-        "--controllers=*,-nodelifecycle".to_owned(),
+        controllers.to_owned(),
         "--v=1".to_owned(),
     ];
     let log = base.join("kube-controller-manager.log");

@@ -14,6 +14,8 @@ use crate::error::{io_err, Error, Result};
 /// server outlives its test. util-linux is essential on Debian, so it is
 /// normally there; without it the harness still kills children on drop.
 const SETPRIV: &str = "/usr/bin/setpriv";
+/// util-linux's nsenter, to start node processes in the node's network.
+const NSENTER: &str = "/usr/bin/nsenter";
 
 /// One process of the control plane, its output going to a log file.
 ///
@@ -32,11 +34,39 @@ impl Managed {
         args: &[String],
         log: PathBuf,
     ) -> Result<Self> {
+        Self::spawn_wrapped(component, &[], program, args, log)
+    }
+
+    /// Like [`spawn`](Self::spawn), inside the test node's network
+    /// namespace. `nsenter --net` switches only that namespace: the process
+    /// shares the host's mounts, so what the kubelet mounts, containerd sees.
+    pub(crate) fn spawn_in_netns(
+        component: &'static str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self> {
+        let netns = format!("--net=/var/run/netns/{}", crate::node::NETNS);
+        Self::spawn_wrapped(component, &[NSENTER, &netns, "--"], program, args, log)
+    }
+
+    fn spawn_wrapped(
+        component: &'static str,
+        wrapper: &[&str],
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self> {
         let out = File::create(&log).map_err(io_err(&log))?;
         let err = out.try_clone().map_err(io_err(&log))?;
         let mut cmd = if Path::new(SETPRIV).exists() {
             let mut c = Command::new(SETPRIV);
-            c.arg("--pdeathsig").arg("KILL").arg("--").arg(program);
+            c.arg("--pdeathsig").arg("KILL").arg("--");
+            c.args(wrapper).arg(program);
+            c
+        } else if let Some((first, rest)) = wrapper.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
             c
         } else {
             Command::new(program)
@@ -131,8 +161,14 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 /// in principle grab it in between; callers retry start-up on
 /// "address already in use".
 pub(crate) fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
-    let port = l.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// Like [`free_port`], on another local address.
+pub(crate) fn free_port_on(address: std::net::Ipv4Addr) -> Result<u16> {
+    let at = format!("{address}:0");
+    let l = TcpListener::bind((address, 0)).map_err(io_err(&at))?;
+    let port = l.local_addr().map_err(io_err(&at))?.port();
     Ok(port)
 }
 
