@@ -259,15 +259,24 @@ impl Router {
             }
             _ => return Err(req),
         };
-        let Some(endpoints) = discovered.endpoints.clone() else {
-            return Err(req);
+        // The connection's lookup named the service; its endpoints and
+        // profile are read afresh for every request (a cache hit on the
+        // watch), or a keep-alive connection would keep the endpoints it
+        // was accepted with through every rollout.
+        let (profile, resolution, policy) = tokio::join!(
+            discovery.profile(&discovered.name, DISCOVERY_TIMEOUT),
+            discovery.resolve(&discovered.name, DISCOVERY_TIMEOUT),
+            discovery.policy(&discovered.name, DISCOVERY_TIMEOUT)
+        );
+        let endpoints = match resolution {
+            Resolution::Endpoints(endpoints) => endpoints,
+            Resolution::Unknown | Resolution::Pending => return Err(req),
         };
         let port = port_of(&discovered.name);
-        let policy = discovery.policy(&discovered.name, DISCOVERY_TIMEOUT).await;
         let logical = Logical {
             name: discovered.name.clone(),
             port,
-            profile: discovered.profile.clone(),
+            profile: profile.unwrap_or_else(|| discovered.profile.clone()),
             policy,
         };
         let own = Resolution::Endpoints(endpoints);

@@ -401,3 +401,220 @@ async fn a_cluster_ip_resolves_to_the_service_endpoints_http_and_opaque() {
     ];
     assert!(sum(&m, "tcp_open_total", &tcp) >= 3.0, "{m}");
 }
+
+/// One HTTP/1.1 connection from the client pod's application to `to`,
+/// made once: a relay in the pod (the application, redirected like any)
+/// accepts a single Unix-socket client, opens a single TCP connection and
+/// then only copies bytes, so every request on [`PodConnection::get`]
+/// rides the same pod → proxy connection. A closed connection is an error,
+/// never a silent reconnect.
+struct PodConnection {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    authority: String,
+    _relay: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ClientPod {
+    /// Opens the one connection to `to` (see [`PodConnection`]).
+    async fn connect_http(&self, to: SocketAddr) -> PodConnection {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sock");
+        let script = format!(
+            "import os, socket, sys, threading\n\
+             l = socket.socket(socket.AF_UNIX); l.bind({path:?}); l.listen(1)\n\
+             print('ready', flush=True)\n\
+             c, _ = l.accept(); l.close()\n\
+             u = socket.create_connection(('{}', {}), timeout=30); u.settimeout(None)\n\
+             def pipe(a, b):\n    \
+                 while True:\n        \
+                     d = a.recv(65536)\n        \
+                     if not d: break\n        \
+                     b.sendall(d)\n    \
+                 try: b.shutdown(socket.SHUT_WR)\n    \
+                 except OSError: pass\n\
+             threading.Thread(target=pipe, args=(u, c), daemon=True).start()\n\
+             pipe(c, u)\n\
+             sys.stdin.read()\n",
+            to.ip(),
+            to.port()
+        );
+        let mut relay = tokio::process::Command::new("ip")
+            .args(["netns", "exec", self.net.name(), "python3", "-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        let stdout = relay.stdout.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            use tokio::io::AsyncBufReadExt;
+            tokio::io::BufReader::new(stdout)
+                .read_line(&mut ready)
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "relay did not start");
+        let io =
+            hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(&path).await.unwrap());
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        PodConnection {
+            send,
+            authority: to.to_string(),
+            _relay: relay,
+            _dir: dir,
+        }
+    }
+}
+
+impl PodConnection {
+    /// `GET /` on the connection: the status, or why there was none (the
+    /// connection closed: the test's failure).
+    async fn get(&mut self) -> Result<http::StatusCode, String> {
+        use http_body_util::BodyExt;
+        let wait = std::time::Duration::from_secs(15);
+        tokio::time::timeout(wait, self.send.ready())
+            .await
+            .map_err(|_| "connection not ready".to_owned())?
+            .map_err(|e| format!("connection closed: {e}"))?;
+        let req = http::Request::get("/")
+            .header(http::header::HOST, &self.authority)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let rsp = tokio::time::timeout(wait, self.send.send_request(req))
+            .await
+            .map_err(|_| "no response".to_owned())?
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = rsp.status();
+        // Read the whole body, so the connection is ready for the next one.
+        tokio::time::timeout(wait, rsp.into_body().collect())
+            .await
+            .map_err(|_| "body timed out".to_owned())?
+            .map_err(|e| format!("body failed: {e}"))?;
+        Ok(status)
+    }
+}
+
+/// Service `web` (ClusterIP `cluster_ip`, port 80) whose Endpoints are
+/// `subsets` (YAML list items), over meshed pods `web-a` and `web-b`.
+fn web_yaml(cluster_ip: IpAddr, subsets: &str) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {NS}}}\nspec:\n  \
+         clusterIP: {cluster_ip}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n\
+         ---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: web, namespace: {NS}}}\n\
+         subsets:\n{subsets}"
+    );
+    for pod in ["web-a", "web-b"] {
+        y.push_str("---\n");
+        y.push_str(&meshed_pod_yaml(pod, "api", None));
+    }
+    y
+}
+
+/// One Endpoints subset: `pod` at `addr`, ready or not.
+fn web_subset(pod: &str, addr: SocketAddr, ready: bool) -> String {
+    let key = if ready {
+        "addresses"
+    } else {
+        "notReadyAddresses"
+    };
+    format!(
+        "- {key}: [{{ip: {}, targetRef: {{kind: Pod, name: {pod}, namespace: {NS}}}}}]\n  \
+         ports: [{{name: http, port: {}}}]\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// The client pod started before `web` was Ready: its keep-alive
+/// connection to the ClusterIP was accepted while the Service had no ready
+/// endpoints. Each request on it must use the endpoints as they are then —
+/// the first ready one as soon as it is ready, and after a rollout only
+/// the new one — not the snapshot taken when the connection was accepted.
+#[tokio::test]
+async fn a_keep_alive_connection_to_a_cluster_ip_follows_endpoint_changes() {
+    let started = std::time::Instant::now();
+    let config = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start_with_config(&controller_bin!(), "24h", config.path())
+        .await
+        .unwrap();
+    let pod = ClientPod::start(&ctl).await;
+    let host = pod.net.host_ip();
+    let cluster_ip = pod.net.ip(200);
+    let (a, b) = (HttpBackend::start().await, HttpBackend::start().await);
+    let (a_in, b_in) = (free_on(host), free_on(host));
+    let _a_pod = server_proxy(&ctl, "api", a_in, a.addr).await;
+    let _b_pod = server_proxy(&ctl, "api", b_in, b.addr).await;
+
+    // web-a exists but is not Ready yet.
+    let not_ready = web_yaml(cluster_ip, &web_subset("web-a", a_in, false));
+    write_atomic(config.path(), "web.yaml", &not_ready).unwrap();
+    loaded(&ctl, "web.yaml").await;
+    let mut conn = pod.connect_http(SocketAddr::new(cluster_ip, 80)).await;
+    let first = conn.get().await;
+    eprintln!("no ready endpoint: {first:?}");
+    assert!(
+        !matches!(first, Ok(s) if s.is_success()),
+        "{first:?} with no ready endpoint"
+    );
+    assert_eq!(a.requests() + b.requests(), 0);
+
+    // Poll (same connection) until a request reaches `want`, ≤ 10 s.
+    async fn until_served(
+        conn: &mut PodConnection,
+        want: &HttpBackend,
+        pod: &ClientPod,
+    ) -> (usize, std::time::Duration) {
+        let t = std::time::Instant::now();
+        let mut last = Err(String::new());
+        for tries in 1..=100 {
+            let before = want.requests();
+            last = conn.get().await;
+            if let Err(e) = &last {
+                panic!(
+                    "try {tries}: {e} (the connection must live on)\n--- proxy log ---\n{}",
+                    pod.proxy.log()
+                );
+            }
+            if matches!(last, Ok(s) if s.is_success()) && want.requests() > before {
+                return (tries, t.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "100 requests over {:?} on the connection never reached {}; last: {last:?}\n\
+             --- proxy log ---\n{}",
+            t.elapsed(),
+            want.addr,
+            pod.proxy.log()
+        );
+    }
+
+    // web-a becomes Ready: the same connection reaches it.
+    let ready_a = web_yaml(cluster_ip, &web_subset("web-a", a_in, true));
+    write_atomic(config.path(), "web.yaml", &ready_a).unwrap();
+    let (tries, took) = until_served(&mut conn, &a, &pod).await;
+    eprintln!("web-a ready: served after {tries} tries, {took:?}");
+    assert_eq!(b.requests(), 0);
+
+    // A rollout replaces web-a with web-b: the same connection moves to it
+    // and never goes back.
+    let ready_b = web_yaml(cluster_ip, &web_subset("web-b", b_in, true));
+    write_atomic(config.path(), "web.yaml", &ready_b).unwrap();
+    let (tries, took) = until_served(&mut conn, &b, &pod).await;
+    eprintln!("rolled to web-b: served after {tries} tries, {took:?}");
+    let a_done = a.requests();
+    for i in 0..20 {
+        let status = conn.get().await;
+        assert!(
+            matches!(status, Ok(s) if s.is_success()),
+            "request {i} after the rollout: {status:?}"
+        );
+    }
+    assert_eq!(a.requests(), a_done, "requests went to the removed web-a");
+    eprintln!("total {:?}", started.elapsed());
+}

@@ -21,9 +21,8 @@ use linkerd2_proxy_api::net::TcpAddress;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use weft_inject::names;
 
-/// The annotation that marks a pod as meshed.
-pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
 /// Weight of every endpoint (Linkerd's default; balancing is by load).
 pub const DEFAULT_WEIGHT: u32 = 10_000;
 /// The Pod annotation listing its opaque ports, as Linkerd reads it.
@@ -294,13 +293,29 @@ fn endpoint(
     }
 }
 
-/// Whether the pod carries `linkerd.io/inject: enabled`.
+/// Whether the pod runs a Weft proxy: the injector marked it (the
+/// `linkerd.io/control-plane-ns` label, what Linkerd's destination reads
+/// too), it has the `weft-proxy` container, or it says so itself with
+/// `linkerd.io/inject: enabled` (hand-written pods of the file feed, whose
+/// proxy runs beside them rather than as a container).
 pub fn is_meshed(pod: &Pod) -> bool {
-    pod.metadata
+    let labelled = pod
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(names::CONTROL_PLANE_NS_LABEL));
+    let has_proxy = pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.name == names::PROXY_CONTAINER)
+    });
+    let annotated = pod
+        .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(INJECT_ANNOTATION))
-        .is_some_and(|v| v == "enabled")
+        .and_then(|a| a.get(names::INJECT_ANNOTATION))
+        .is_some_and(|v| v == "enabled");
+    labelled || has_proxy || annotated
 }
 
 /// The pod's ServiceAccount (`default` when it names none, as Kubernetes

@@ -32,11 +32,11 @@ pub use crate::binaries::{BIN_DIR_ENV, ETCD_ENV};
 pub use crate::certs::{IssuedCert, TestCa};
 pub use crate::cluster_dns::ClusterDns;
 pub use crate::error::{Error, Result};
-pub use crate::node::{
-    image_dir, TestNode, CLUSTER_DOMAIN, IMAGE_ARCHIVES, IMAGE_DIR_ENV, NODE_DIR_ENV, NODE_NAME,
-};
 pub use crate::helpers::{
     wait_for, ServiceAccountVolume, WebhookRegistration, DEFAULT_WAIT, FIELD_MANAGER,
+};
+pub use crate::node::{
+    image_dir, TestNode, CLUSTER_DOMAIN, IMAGE_ARCHIVES, IMAGE_DIR_ENV, NODE_DIR_ENV, NODE_NAME,
 };
 
 use crate::certs::SigningKey;
@@ -195,15 +195,8 @@ impl TestControlPlane {
         plane.etcd_data = Some(etcd_data);
         tracing::info!(port = etcd_port, elapsed = ?started.elapsed(), "etcd ready");
 
-        let (apiserver, server_url, client) = start_apiserver(
-            &bins,
-            &base,
-            &pki,
-            etcd_port,
-            real_node.as_ref(),
-            deadline,
-        )
-        .await?;
+        let (apiserver, server_url, client) =
+            start_apiserver(&bins, &base, &pki, etcd_port, real_node.as_ref(), deadline).await?;
         plane.apiserver = Some(apiserver);
         plane.client = client;
         plane.server_url = server_url;
@@ -406,7 +399,8 @@ impl Pki {
         }
         let serving = ca.issue_server(&sans)?;
         // The API server's identity towards kubelets (logs, exec).
-        let kubelet_client = ca.issue_client("weft-test-apiserver-kubelet-client", Some("system:masters"))?;
+        let kubelet_client =
+            ca.issue_client("weft-test-apiserver-kubelet-client", Some("system:masters"))?;
         let admin = ca.issue_client("weft-test-admin", Some("system:masters"))?;
         // The controller-manager runs every controller with its own identity
         // (no per-controller ServiceAccount credentials), so it needs to be a
@@ -621,7 +615,10 @@ async fn start_apiserver(
             format!("--service-cluster-ip-range={service_cidr}"),
             // `kubectl logs`/`exec`: reach kubelets by address, as themselves.
             "--kubelet-preferred-address-types=InternalIP".to_owned(),
-            format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_crt)),
+            format!(
+                "--kubelet-client-certificate={}",
+                p(&pki.kubelet_client_crt)
+            ),
             format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
             "--allow-privileged=true".to_owned(),
             "--profiling=false".to_owned(),

@@ -104,31 +104,50 @@ async fn real_node_runs_pods_and_cleans_up() -> Result<()> {
         .await?;
     // The kubelet ran the init container, then the app; CNI gave it an
     // address on the node's bridge; the readiness probe reached it.
-    let server = wait_for("pod smoke/server Ready", Duration::from_secs(120), || async {
-        let pod = pod_json(&node, "server").await?;
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        Ok(ready.then_some(pod))
-    })
+    let server = wait_for(
+        "pod smoke/server Ready",
+        Duration::from_secs(120),
+        || async {
+            let pod = pod_json(&node, "server").await?;
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok(ready.then_some(pod))
+        },
+    )
     .await?;
     let ip = server["status"]["podIP"].as_str().unwrap_or_default();
-    ensure!(ip.starts_with("10.212.0."), "pod IP {ip:?} is not from the node's pod range");
+    ensure!(
+        ip.starts_with("10.212.0."),
+        "pod IP {ip:?} is not from the node's pod range"
+    );
     let init = &server["status"]["initContainerStatuses"][0]["state"]["terminated"];
-    ensure!(init["exitCode"] == 0, "init container did not complete: {init}");
+    ensure!(
+        init["exitCode"] == 0,
+        "init container did not complete: {init}"
+    );
 
     // Cluster DNS (the Service's name) and kube-proxy (its ClusterIP) from
     // another pod.
     let started = Instant::now();
     node.kubectl_with_stdin(&["apply", "-f", "-"], Some(&caller()))
         .await?;
-    let phase = wait_for("pod smoke/caller to finish", Duration::from_secs(120), || async {
-        let pod = pod_json(&node, "caller").await?;
-        let phase = pod["status"]["phase"].as_str().unwrap_or_default().to_owned();
-        Ok(["Succeeded", "Failed"].contains(&phase.as_str()).then_some(phase))
-    })
+    let phase = wait_for(
+        "pod smoke/caller to finish",
+        Duration::from_secs(120),
+        || async {
+            let pod = pod_json(&node, "caller").await?;
+            let phase = pod["status"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Ok(["Succeeded", "Failed"]
+                .contains(&phase.as_str())
+                .then_some(phase))
+        },
+    )
     .await?;
     let logs = node
         .kubectl(&["-n", "smoke", "logs", "caller"])
@@ -138,13 +157,25 @@ async fn real_node_runs_pods_and_cleans_up() -> Result<()> {
         phase == "Succeeded" && logs.contains(r#""ok":3"#),
         "caller ended {phase}; its log:\n{logs}"
     );
-    println!("a pod reached a Service by name in {:.1?}", started.elapsed());
+    println!(
+        "a pod reached a Service by name in {:.1?}",
+        started.elapsed()
+    );
 
-    // kubectl exec, through the kubelet.
+    // kubectl exec, through the kubelet, into the pod's own network.
     let out = node
         .kubectl(&[
-            "-n", "smoke", "exec", "server", "-c", "app", "--", "weft-test-app", "get", "--url",
-            "http://echo.smoke.svc.cluster.local/",
+            "-n",
+            "smoke",
+            "exec",
+            "server",
+            "-c",
+            "app",
+            "--",
+            "weft-test-app",
+            "get",
+            "--url",
+            "http://127.0.0.1:8080/",
         ])
         .await
         .context("kubectl exec")?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::binaries::NodeBinaries;
 use crate::error::{io_err, Result};
 use crate::node::network::{HOST_IP, NODE_IP, POD_CIDR};
-use crate::node::runtime::{RuntimeDirs, CGROUP_PARENT};
+use crate::node::runtime::RuntimeDirs;
 use crate::process::Managed;
 use crate::{kubeconfig_yaml, TestCa};
 
@@ -27,12 +27,7 @@ pub(crate) struct AgentFiles {
 
 impl AgentFiles {
     /// Writes every file the agents read; `ca_crt` is the cluster CA file.
-    pub(crate) fn write(
-        dir: &Path,
-        ca: &TestCa,
-        ca_crt: &Path,
-        server_url: &str,
-    ) -> Result<Self> {
+    pub(crate) fn write(dir: &Path, ca: &TestCa, ca_crt: &Path, server_url: &str) -> Result<Self> {
         let w = |name: &str, contents: &str| -> Result<PathBuf> {
             let p = dir.join(name);
             std::fs::write(&p, contents).map_err(io_err(&p))?;
@@ -40,7 +35,8 @@ impl AgentFiles {
         };
         let ca_pem = ca.cert_pem();
         // The Node authorizer knows a kubelet by this name and group.
-        let node_user = ca.issue_client(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
+        let node_user =
+            ca.issue_client(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
         let proxy_user = ca.issue_client("system:kube-proxy", Some("system:node-proxier"))?;
         let scheduler_user = ca.issue_client("system:kube-scheduler", None)?;
         let serving = ca.issue_server(&[&NODE_IP.to_string(), NODE_NAME])?;
@@ -89,7 +85,6 @@ authorization:
   mode: AlwaysAllow
 cgroupDriver: cgroupfs
 cgroupsPerQOS: false
-cgroupRoot: /{CGROUP_PARENT}
 enforceNodeAllocatable: []
 failSwapOn: false
 clusterDNS:

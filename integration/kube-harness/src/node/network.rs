@@ -60,7 +60,15 @@ pub(crate) fn create() -> Result<()> {
     ip(&["-n", NETNS, "link", "set", PEER_VETH, "name", "eth0"])?;
     ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", HOST_VETH])?;
     ip(&["link", "set", HOST_VETH, "up"])?;
-    ip(&["-n", NETNS, "addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"])?;
+    ip(&[
+        "-n",
+        NETNS,
+        "addr",
+        "add",
+        &format!("{NODE_IP}/24"),
+        "dev",
+        "eth0",
+    ])?;
     ip(&["-n", NETNS, "link", "set", "eth0", "up"])?;
     ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
     ip(&["-n", NETNS, "link", "add", BRIDGE, "type", "bridge"])?;
@@ -89,7 +97,12 @@ pub(crate) fn create() -> Result<()> {
     ] {
         in_netns(&["sysctl", "-q", "-w", &format!("{key}={value}")])?;
     }
-    tracing::debug!(link, pods = POD_CIDR, services = SERVICE_CIDR, "node network up");
+    tracing::debug!(
+        link,
+        pods = POD_CIDR,
+        services = SERVICE_CIDR,
+        "node network up"
+    );
     Ok(())
 }
 

@@ -16,9 +16,9 @@ pub(crate) const K8S_NAMESPACE: &str = "k8s.io";
 /// The sandbox ("pause") image every pod starts with; built by
 /// `install/image.sh`.
 pub(crate) const SANDBOX_IMAGE: &str = "localhost/weft/pause:0.1.0";
-/// Parent cgroup of every container (cgroupfs driver), so clean-up finds
-/// them all.
-pub(crate) const CGROUP_PARENT: &str = "weft-node";
+/// Parent cgroup of every container: containerd's CRI default when the
+/// kubelet gives no pod cgroup (`--cgroups-per-qos=false`).
+pub(crate) const CGROUP_PARENT: &str = "k8s.io";
 
 /// Where containerd keeps things, under the node's directory.
 #[derive(Clone, Debug)]
@@ -155,11 +155,19 @@ pub(crate) async fn start(
 }
 
 /// Imports docker-archive image tarballs into the CRI namespace.
-pub(crate) fn import_images(bins: &NodeBinaries, dirs: &RuntimeDirs, tars: &[PathBuf]) -> Result<()> {
+pub(crate) fn import_images(
+    bins: &NodeBinaries,
+    dirs: &RuntimeDirs,
+    tars: &[PathBuf],
+) -> Result<()> {
     for tar in tars {
         let path = tar.display().to_string();
-        ctr(bins, dirs, &["images", "import", "--no-unpack=false", &path])
-            .map_err(|e| Error::Node(format!("importing {path}: {e}")))?;
+        ctr(
+            bins,
+            dirs,
+            &["images", "import", "--no-unpack=false", &path],
+        )
+        .map_err(|e| Error::Node(format!("importing {path}: {e}")))?;
     }
     Ok(())
 }
@@ -168,7 +176,14 @@ pub(crate) fn import_images(bins: &NodeBinaries, dirs: &RuntimeDirs, tars: &[Pat
 pub(crate) fn ctr(bins: &NodeBinaries, dirs: &RuntimeDirs, args: &[&str]) -> Result<String> {
     let socket = dirs.socket.display().to_string();
     let out = Command::new(&bins.ctr)
-        .args(["--address", &socket, "--namespace", K8S_NAMESPACE, "--timeout", "60s"])
+        .args([
+            "--address",
+            &socket,
+            "--namespace",
+            K8S_NAMESPACE,
+            "--timeout",
+            "60s",
+        ])
         .args(args)
         .output()
         .map_err(io_err(&bins.ctr))?;
@@ -185,20 +200,33 @@ pub(crate) fn ctr(bins: &NodeBinaries, dirs: &RuntimeDirs, args: &[&str]) -> Res
 
 // === clean-up ===
 
-/// Kills every container of the node and the shims that ran them. Works from
-/// the on-disk state only, so it also cleans up after a killed harness.
+/// Kills every container of the node and the shims that ran them, and
+/// removes the containers' cgroups. Works from the on-disk state only (runc's
+/// state under the node's directory), so it also cleans up after a killed
+/// harness.
 pub(crate) fn kill_containers(runc: &Path, dirs: &RuntimeDirs) {
-    // Everything in the node's cgroups, whether runc still knows it or not.
-    kill_cgroup_members();
     let runc_ns_root = dirs.runc_root.join(K8S_NAMESPACE);
+    let ids: Vec<String> = std::fs::read_dir(&runc_ns_root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Everything in the containers' cgroups, whether runc still runs it or
+    // not.
+    for id in &ids {
+        for dir in container_cgroups(id) {
+            kill_cgroup_members(&dir);
+        }
+    }
     if runc_ns_root.is_dir() {
         let root = runc_ns_root.display().to_string();
-        if let Ok(out) = Command::new(runc).args(["--root", &root, "list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new(runc)
-                    .args(["--root", &root, "delete", "--force", id])
-                    .output();
-            }
+        for id in &ids {
+            let _ = Command::new(runc)
+                .args(["--root", &root, "delete", "--force", id])
+                .output();
         }
     }
     // The shims were started by our containerd with our socket's address.
@@ -206,20 +234,33 @@ pub(crate) fn kill_containers(runc: &Path, dirs: &RuntimeDirs) {
     for pid in pids_whose_cmdline_contains(&needle) {
         kill(pid);
     }
-}
-
-/// Removes the node's (now empty) cgroups.
-pub(crate) fn remove_cgroups() {
-    for dir in cgroup_parents() {
-        remove_dir_tree(&dir);
+    for id in &ids {
+        for dir in container_cgroups(id) {
+            remove_dir_tree(&dir);
+        }
     }
 }
 
-/// What is left of the node's containers and cgroups.
+/// Removes the containers' parent cgroups once they are empty (another CRI
+/// runtime on the machine may still use them: then they stay).
+pub(crate) fn remove_cgroups() {
+    for dir in cgroup_parents() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// What is left of the node's containers: containers' cgroups and shims.
 pub(crate) fn leftovers(dirs: &RuntimeDirs) -> Vec<String> {
     let mut found: Vec<String> = cgroup_parents()
         .into_iter()
-        .filter(|d| d.exists())
+        .flat_map(|parent| {
+            std::fs::read_dir(parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+        })
         .map(|d| format!("cgroup {}", d.display()))
         .collect();
     let needle = dirs.socket.display().to_string();
@@ -231,8 +272,9 @@ pub(crate) fn leftovers(dirs: &RuntimeDirs) -> Vec<String> {
     found
 }
 
-/// `/sys/fs/cgroup/<controller>/weft-node` for each mounted controller
-/// (cgroup v1), or `/sys/fs/cgroup/weft-node` (v2).
+/// Where runc puts containers with the cgroupfs driver and no pod cgroup
+/// parent (`--cgroups-per-qos=false`): `/<CGROUP_PARENT>` in every
+/// controller's hierarchy (cgroup v1), or in the unified one (v2).
 fn cgroup_parents() -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     if base.join("cgroup.controllers").exists() {
@@ -250,13 +292,19 @@ fn cgroup_parents() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn kill_cgroup_members() {
-    for parent in cgroup_parents() {
-        for dir in walk_dirs(&parent) {
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    kill(pid);
-                }
+fn container_cgroups(id: &str) -> Vec<PathBuf> {
+    cgroup_parents()
+        .into_iter()
+        .map(|p| p.join(id))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn kill_cgroup_members(cgroup: &Path) {
+    for dir in walk_dirs(cgroup) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                kill(pid);
             }
         }
     }
