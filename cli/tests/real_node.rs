@@ -261,7 +261,7 @@ spec:
       - name: app
         image: {APP}
         imagePullPolicy: IfNotPresent
-        args: ["client", "--url", "http://web:8080/", "--rps", "{RPS}", "--stats-port", "8079"]
+        args: ["client", "--url", "http://web:8080/", "--rps", "{RPS}", "--stats-port", "8079", "--timeout-ms", "10000"]
         readinessProbe:
           httpGet: {{path: /healthz, port: 8079}}
           periodSeconds: 2

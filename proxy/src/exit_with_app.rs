@@ -19,22 +19,28 @@
 //!
 //! The scan reads only `cgroup` and `stat` of each process (world-readable
 //! in procfs), once per [`SCAN_INTERVAL`]: a few reads of an in-memory
-//! filesystem per second, for the handful of processes a pod has.
+//! filesystem ten times a second, for the handful of processes a pod has.
+//! The interval is short because an application that runs and exits
+//! between two scans is never seen, and the proxy would then wait forever
+//! (seen on a real kubelet: a Job whose work took under a second, with a
+//! one-second interval). An application that lives less than one interval
+//! can still be missed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often `/proc` is scanned.
-pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Consecutive scans without an application process before the proxy
-/// exits. More than one, so a process caught between fork and exec or a
-/// scan racing a container restart is not mistaken for the end.
-pub const EMPTY_SCANS_TO_EXIT: u32 = 2;
+/// exits (half a second). More than one, so a process caught between fork
+/// and exec or a scan racing a container restart is not mistaken for the
+/// end.
+pub const EMPTY_SCANS_TO_EXIT: u32 = 5;
 
 /// Scans after start-up without ever seeing an application process before a
-/// warning says why the proxy will not exit with the app.
-const SCANS_BEFORE_WARNING: u32 = 60;
+/// warning says why the proxy will not exit with the app (a minute).
+const SCANS_BEFORE_WARNING: u32 = 600;
 
 /// Why the watcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -231,11 +237,15 @@ mod tests {
             assert_eq!(watch.observe(0), Verdict::NotStarted);
         }
         assert_eq!(watch.observe(2), Verdict::Running);
-        // One empty scan is not enough...
-        assert_eq!(watch.observe(0), Verdict::Running);
+        // Fewer empty scans than EMPTY_SCANS_TO_EXIT are not enough...
+        for _ in 1..EMPTY_SCANS_TO_EXIT {
+            assert_eq!(watch.observe(0), Verdict::Running);
+        }
         // ...and a process coming back resets the count.
         assert_eq!(watch.observe(1), Verdict::Running);
-        assert_eq!(watch.observe(0), Verdict::Running);
+        for _ in 1..EMPTY_SCANS_TO_EXIT {
+            assert_eq!(watch.observe(0), Verdict::Running);
+        }
         assert_eq!(watch.observe(0), Verdict::Exited);
     }
 
