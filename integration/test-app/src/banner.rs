@@ -15,10 +15,8 @@ use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The banner `banner-server` sends by default.
 pub const DEFAULT_BANNER: &str = "220 weft-test-app ESMTP ready";
@@ -52,31 +50,9 @@ pub async fn run_server(
 /// The accept loop: bounded, stops (closing every connection) on `stop`.
 pub async fn serve(listener: TcpListener, banner: String, stop: CancellationToken) {
     let banner: Arc<str> = format!("{banner}\r\n").into();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    crate::web::accept_each(listener, stop, move |stream, peer, stop| {
         let banner = banner.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
+        async move {
             tokio::select! {
                 r = converse(stream, &banner) => match r {
                     Ok(()) => tracing::debug!(%peer, "connection closed"),
@@ -84,11 +60,9 @@ pub async fn serve(listener: TcpListener, banner: String, stop: CancellationToke
                 },
                 () = stop.cancelled() => {}
             }
-        });
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
+        }
+    })
+    .await;
 }
 
 async fn converse(stream: TcpStream, banner: &str) -> std::io::Result<()> {

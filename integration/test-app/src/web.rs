@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,33 +44,10 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    accept_each(listener, stop, move |stream, peer, stop| {
         let handler = handler.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
+        async move {
+            let _ = stream.set_nodelay(true);
             let svc = hyper::service::service_fn(move |req| {
                 let rsp = handler(req, peer);
                 async move { Ok::<_, Infallible>(rsp.await) }
@@ -105,6 +82,46 @@ where
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+        }
+    })
+    .await;
+}
+
+/// The accept loop every server mode shares: at most [`MAX_CONNECTIONS`]
+/// connections at once (further clients wait in the listen backlog), a
+/// short back-off when accepting fails (EMFILE and friends) instead of
+/// spinning, and on `stop`: no more accepts, then wait for the connections'
+/// tasks (each gets `stop` too, to wind down).
+pub async fn accept_each<H, F>(listener: TcpListener, stop: CancellationToken, handle: H)
+where
+    H: Fn(TcpStream, SocketAddr, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = handle(stream, peer, stop.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            conn.await;
         });
     }
     drop(listener);
