@@ -240,28 +240,12 @@ impl TestControlPlane {
     /// (e.g. a ServiceAccount's, from TokenRequest), so a program under
     /// test runs with exactly that account's RBAC.
     pub fn token_kubeconfig(&self, token: &str) -> String {
-        use base64::Engine as _;
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: weft-test
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: weft-test-token
-  user:
-    token: {token}
-contexts:
-- name: weft-test
-  context:
-    cluster: weft-test
-    user: weft-test-token
-current-context: weft-test
-",
-            server = self.server_url,
+        kubeconfig(
+            &self.server_url,
+            &self.ca_pem,
+            "weft-test-token",
+            &format!("    token: {token}\n"),
+            None,
         )
     }
 
@@ -463,8 +447,30 @@ fn remove_orphaned_dirs() {
 
 /// A kubeconfig with the client certificate embedded.
 fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &IssuedCert) -> String {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let cert = b64(&user.cert_pem);
+    let key = b64(&user.key_pem);
+    kubeconfig(
+        server,
+        ca_pem,
+        "weft-test-user",
+        &format!("    client-certificate-data: {cert}\n    client-key-data: {key}\n"),
+        Some("default"),
+    )
+}
+
+/// One cluster, one user (`credentials`: the lines under `user:`), one
+/// context, current.
+fn kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: &str,
+    namespace: Option<&str>,
+) -> String {
+    let ca = b64(ca_pem);
+    let namespace = namespace
+        .map(|ns| format!("    namespace: {ns}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
@@ -474,22 +480,21 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: weft-test-user
+- name: {user}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
+{credentials}contexts:
 - name: weft-test
   context:
     cluster: weft-test
-    user: weft-test-user
-    namespace: default
-current-context: weft-test
-",
-        ca = b64(ca_pem),
-        cert = b64(&user.cert_pem),
-        key = b64(&user.key_pem),
+    user: {user}
+{namespace}current-context: weft-test
+"
     )
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }
 
 async fn client_from_kubeconfig(path: &Path) -> Result<Client> {

@@ -282,19 +282,18 @@ impl Drop for TestNode {
                 eprintln!("weft-kube-harness: node logs kept in {}", logs.display());
             }
         }
-        // The kubelet first, so nothing restarts what is being removed.
-        for m in [&self.kubelet, &self.scheduler, &self.kube_proxy]
-            .into_iter()
-            .flatten()
+        // The kubelet first, so nothing restarts what is being removed;
+        // containers and shims outlive containerd and go in clean_up.
+        for m in [
+            self.kubelet.take(),
+            self.scheduler.take(),
+            self.kube_proxy.take(),
+            self.containerd.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             m.stop();
-        }
-        self.kubelet = None;
-        self.scheduler = None;
-        self.kube_proxy = None;
-        runtime::kill_containers(&self.runc, &self.runtime);
-        if let Some(c) = self.containerd.take() {
-            c.stop();
         }
         clean_up(&self.dir, &self.runtime, &self.runc);
         self.dns = None;

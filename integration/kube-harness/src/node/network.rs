@@ -32,6 +32,8 @@ pub(crate) const BRIDGE: &str = "weft0";
 pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 /// Node side of the link: the Node's InternalIP, where the kubelet serves.
 pub(crate) const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
+/// The host–node link.
+const LINK_CIDR: &str = "10.213.0.0/24";
 /// Pod addresses (host-local IPAM on the bridge).
 pub(crate) const POD_CIDR: &str = "10.212.0.0/24";
 /// The bridge's address, the pods' gateway.
@@ -44,7 +46,7 @@ pub(crate) const KUBERNETES_SERVICE_IP: &str = "10.211.0.1";
 /// The namespace, veth, bridge and host routes. [`teardown`] removes them.
 pub(crate) fn create() -> Result<()> {
     let routes = ip(&["-4", "route", "show"])?;
-    for range in [POD_CIDR, SERVICE_CIDR, "10.213.0.0/24"] {
+    for range in [POD_CIDR, SERVICE_CIDR, LINK_CIDR] {
         if routes.contains(range) {
             return Err(Error::Node(format!(
                 "{range} is already routed on this host (another node, or a leftover?):\n{routes}"
@@ -52,7 +54,6 @@ pub(crate) fn create() -> Result<()> {
         }
     }
     ip(&["netns", "add", NETNS])?;
-    let link = "10.213.0.0/24";
     ip(&[
         "link", "add", HOST_VETH, "type", "veth", "peer", "name", PEER_VETH,
     ])?;
@@ -98,7 +99,7 @@ pub(crate) fn create() -> Result<()> {
         in_netns(&["sysctl", "-q", "-w", &format!("{key}={value}")])?;
     }
     tracing::debug!(
-        link,
+        link = LINK_CIDR,
         pods = POD_CIDR,
         services = SERVICE_CIDR,
         "node network up"
