@@ -198,6 +198,10 @@ spec:
   template:
     metadata:
       labels: {{app: {name}, version: "{version}"}}
+      annotations:
+        # Linkerd's advice for rollouts without errors: the proxy keeps
+        # serving until every client has seen the endpoint go.
+        config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "5"
     spec:
       terminationGracePeriodSeconds: 30
       containers:
