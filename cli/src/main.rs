@@ -2,8 +2,9 @@
 //!
 //! It installs the control plane (`install`, `uninstall`), checks it
 //! (`check`), meshes workloads (`inject`, `uninject`), runs the local demo,
-//! makes identity material and writes ServiceProfiles. `stat`, `edges` and
-//! `routes` arrive with the controller's metrics API.
+//! makes identity material and writes ServiceProfiles, and shows the mesh's
+//! golden metrics from the controller's metrics API (`stat`, `edges`,
+//! `routes`, `top`).
 
 mod check;
 mod demo;
@@ -12,6 +13,7 @@ mod inject;
 mod install;
 mod kube;
 mod profile;
+mod viz;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local two-proxy mesh on loopback and send traffic through it.
+    // About and long help come from `DemoArgs`.
     Demo(demo::DemoArgs),
     // About and long help come from `IdentityArgs`.
     Identity(identity::IdentityArgs),
@@ -42,6 +44,14 @@ enum Command {
     Inject(inject::InjectArgs),
     // About and long help come from `UninjectArgs`.
     Uninject(inject::UninjectArgs),
+    // About and long help come from `StatArgs`.
+    Stat(viz::stat::StatArgs),
+    // About and long help come from `EdgesArgs`.
+    Edges(viz::edges::EdgesArgs),
+    // About and long help come from `RoutesArgs`.
+    Routes(viz::routes::RoutesArgs),
+    // About and long help come from `TopArgs`.
+    Top(viz::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,12 +77,22 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => runtime.block_on(install::uninstall::run(args)),
         Command::Inject(args) => runtime.block_on(inject::run_inject(args)),
         Command::Uninject(args) => inject::run_uninject(&args),
+        Command::Stat(args) => runtime.block_on(viz::stat::run(args)),
+        Command::Edges(args) => runtime.block_on(viz::edges::run(args)),
+        Command::Routes(args) => runtime.block_on(viz::routes::run(args)),
+        Command::Top(args) => runtime.block_on(viz::top::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft: {e:#}");
-            ExitCode::FAILURE
+            // Only the metrics commands raise `UsageError`: a command line
+            // clap could not judge exits 2, as clap's own errors do.
+            if e.downcast_ref::<viz::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

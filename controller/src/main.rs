@@ -22,6 +22,7 @@ mod issuer;
 mod metrics;
 mod store;
 mod tls;
+mod viz;
 
 use clap::{CommandFactory, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -113,6 +114,26 @@ struct Args {
     /// Listen address of the admin server (/ready, /live, /metrics).
     #[arg(long, default_value = "0.0.0.0:9990")]
     admin_addr: SocketAddr,
+    /// How often the metrics API scrapes each proxy's /metrics (served with
+    /// --config-dir, --kubeconfig or --in-cluster). Windows must be at
+    /// least two intervals long.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    metrics_scrape_interval: Duration,
+    /// Bound on one scrape, connect included (at most the interval).
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    metrics_scrape_timeout: Duration,
+    /// Scrapes in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    metrics_scrape_concurrency: u16,
+    /// How long samples are kept: the longest window a query may ask for.
+    #[arg(long, default_value = "5m", value_parser = duration, value_name = "DURATION")]
+    metrics_retention: Duration,
+    /// Proxies the metrics API keeps samples of; more are not scraped.
+    #[arg(long, default_value_t = 10_000)]
+    metrics_max_proxies: usize,
+    /// Series kept per proxy (after reduction); more are dropped and logged.
+    #[arg(long, default_value_t = 10_000)]
+    metrics_max_series_per_proxy: usize,
     /// Lifetime of the certificates the identity service issues.
     #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
     identity_leaf_lifetime: Duration,
@@ -168,6 +189,17 @@ fn main() -> ExitCode {
             )
             .exit();
     };
+    if args.metrics_scrape_interval < Duration::from_millis(100)
+        || args.metrics_retention < args.metrics_scrape_interval.saturating_mul(2)
+    {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--metrics-scrape-interval must be at least 100ms and --metrics-retention at least \
+                 two scrape intervals (rates need two samples)",
+            )
+            .exit();
+    }
     if args.identity_leaf_lifetime < Duration::from_secs(1) {
         Args::command()
             .error(
@@ -301,6 +333,28 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
     let identity_addr = identity_listener.local_addr().unwrap_or(args.identity_addr);
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_addr);
     let objects = start_feed(&args, kube.as_ref()).await?;
+    let viz = objects.as_ref().map(|store| {
+        Arc::new(viz::Viz::new(
+            viz::Settings {
+                interval: args.metrics_scrape_interval,
+                timeout: args.metrics_scrape_timeout.min(args.metrics_scrape_interval),
+                concurrency: usize::from(args.metrics_scrape_concurrency),
+                limits: weft_metrics_api::ring::Limits {
+                    retention: args.metrics_retention,
+                    max_series_per_target: args.metrics_max_series_per_proxy,
+                    max_targets: args.metrics_max_proxies,
+                },
+                // A config dir's pods run on this machine.
+                default_ip: args
+                    .config_dir
+                    .is_some()
+                    .then_some(std::net::IpAddr::from([127, 0, 0, 1])),
+                trust_domain: args.trust_domain.clone(),
+                cluster_domain: args.cluster_domain.clone(),
+            },
+            store.clone(),
+        ))
+    });
     let destination_listener = match objects {
         Some(_) => Some(bind(args.destination_addr, "destination").await?),
         None => None,
@@ -317,7 +371,12 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         metrics.clone(),
         first_lifetime,
     ));
-    tokio::spawn(admin::serve(admin_listener, metrics.clone(), ready.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        ready.clone(),
+        viz.clone(),
+    ));
     let mut webhook_addr = None;
 
     let mode = auth.mode();
@@ -330,6 +389,9 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         metrics,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(viz) = &viz {
+        tokio::spawn(viz::scrape::run(viz.clone(), stop_rx.clone()));
+    }
     let mut servers = JoinSet::new();
     if let Some(w) = webhook {
         webhook_addr = Some(w.listener.local_addr().unwrap_or(args.webhook_addr));

@@ -172,7 +172,7 @@ pub struct StatRow {
     /// A traffic split's leaf service (one row per leaf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaf: Option<String>,
-    /// The leaf's weight as written in the split.
+    /// The leaf's share of the split's total weight (`90%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<String>,
 }

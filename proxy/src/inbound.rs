@@ -77,10 +77,10 @@ impl Inbound {
             forward: self.forward.clone(),
         };
         let (http_metrics, direction) = (self.http_metrics.clone(), self.side.direction);
-        let opaque_target = Target::direct(target, None);
+        let (opaque_target, client) = (Target::direct(target, None), accepted.client);
         self.side
             .serve(accepted, Some(opaque_target), move |tls| {
-                let metrics = NewMetrics::new(http_metrics, direction, tls);
+                let metrics = NewMetrics::new(http_metrics, direction, tls).with_client(client);
                 HttpService::new(
                     tower::ServiceBuilder::new()
                         .layer(metrics)

@@ -13,8 +13,9 @@
 //!    is chosen and which protocol tweaks apply; each module composes the
 //!    shared stages for its side.
 //!
-//! [`admin`] serves `/metrics`, `/ready`, `/live` and `/shutdown`, and
-//! [`drain`] coordinates graceful shutdown. [`exit_with_app`] ends the
+//! [`admin`] serves `/metrics`, `/ready`, `/live`, `/shutdown` and the
+//! [`live`] request feed (`/live-requests`), and [`drain`] coordinates
+//! graceful shutdown. [`exit_with_app`] ends the
 //! proxy when a Job's application has exited, and [`await_ready`] is the
 //! `weft-proxy await` start-up hook.
 
@@ -31,6 +32,7 @@ pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod init;
+pub mod live;
 pub mod metrics;
 pub mod outbound;
 pub mod route;

@@ -20,6 +20,7 @@ pub mod route;
 
 pub use route::RouteMetrics;
 
+use crate::live::Live;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -150,13 +151,15 @@ pub struct Metrics {
     registry: Arc<Registry>,
 }
 
-/// HTTP metric families (cheap to clone: families are shared).
+/// HTTP metric families (cheap to clone: families are shared), and the
+/// live request feed that sees the same responses.
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     request_series: Arc<AtomicUsize>,
     responses: Family<ResponseLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    live: Live,
 }
 
 /// TCP metric families (cheap to clone: families are shared).
@@ -268,6 +271,7 @@ impl Metrics {
             request_series: Arc::default(),
             responses: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            live: Live::default(),
         };
         let tcp = TcpMetrics {
             identity_enabled,
@@ -347,6 +351,12 @@ impl Metrics {
 // === impl HttpMetrics ===
 
 impl HttpMetrics {
+    /// The live request feed (`GET /live-requests`), fed from the same
+    /// place as these metrics.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
     /// Builds request labels, folding the authority into `overflow` once
     /// too many distinct values have been seen.
     pub fn request_labels(

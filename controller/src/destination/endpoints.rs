@@ -320,7 +320,7 @@ pub fn is_meshed(pod: &Pod) -> bool {
 
 /// The pod's ServiceAccount (`default` when it names none, as Kubernetes
 /// assigns).
-fn service_account(pod: &Pod) -> String {
+pub fn service_account(pod: &Pod) -> String {
     pod.spec
         .as_ref()
         .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
@@ -332,7 +332,7 @@ fn service_account(pod: &Pod) -> String {
 /// `daemonset`, `job`, `replicaset`), derived from its controller owner
 /// reference; a ReplicaSet named `NAME-HASH` with the pod's
 /// `pod-template-hash` label is a Deployment's.
-fn owner(pod: &Pod) -> Option<(&'static str, String)> {
+pub fn owner(pod: &Pod) -> Option<(&'static str, String)> {
     let owner = pod
         .metadata
         .owner_references

@@ -1,10 +1,12 @@
 //! The metrics layer: `request_total`, `response_latency_ms` and
 //! `response_total` for every request, including those the proxy answers
-//! itself.
+//! itself. The same responses feed the live request feed
+//! ([`crate::live`]) while someone watches it.
 
 use super::body::BoxBody;
 use super::classify::Classifier;
 use super::headers;
+use crate::live;
 use crate::metrics::route::RouteLabels;
 use crate::metrics::{Direction, DstLabels, HttpMetrics, RequestLabels, RouteMetrics, Tls};
 use crate::route::condition::ResponseClasses;
@@ -14,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,6 +33,7 @@ pub struct NewMetrics {
     metrics: HttpMetrics,
     direction: Direction,
     tls: Tls,
+    client: Option<SocketAddr>,
 }
 
 /// The service produced by [`NewMetrics`].
@@ -39,6 +43,7 @@ pub struct Metered<S> {
     metrics: HttpMetrics,
     direction: Direction,
     tls: Tls,
+    client: Option<SocketAddr>,
 }
 
 pin_project! {
@@ -65,6 +70,8 @@ struct Recording {
     status: u16,
     classifier: Classifier,
     route: Option<RouteRecord>,
+    /// Set only while someone watches the live feed.
+    live: Option<Box<live::Event>>,
 }
 
 /// A response extension set by the outbound route stack: the response
@@ -93,6 +100,15 @@ impl NewMetrics {
             metrics,
             direction,
             tls,
+            client: None,
+        }
+    }
+
+    /// The connection's peer, reported as `client_addr` by the live feed.
+    pub fn with_client(self, client: SocketAddr) -> Self {
+        Self {
+            client: Some(client),
+            ..self
         }
     }
 }
@@ -106,6 +122,7 @@ impl<S> tower::Layer<S> for NewMetrics {
             metrics: self.metrics.clone(),
             direction: self.direction,
             tls: self.tls.clone(),
+            client: self.client,
         }
     }
 }
@@ -128,6 +145,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let authority = headers::authority(&req);
         let grpc = headers::is_grpc(req.headers());
+        let mut live =
+            self.metrics
+                .live()
+                .start(&req, self.direction, authority.as_ref(), self.client);
         let (metrics, direction, conn_tls) =
             (self.metrics.clone(), self.direction, self.tls.clone());
         let start = Instant::now();
@@ -144,11 +165,11 @@ where
             let labels = metrics.request_labels(direction, authority, tls, dst);
             metrics.request(&labels);
             let status = rsp.status();
-            metrics.latency(
-                &labels,
-                status.as_u16(),
-                start.elapsed().as_secs_f64() * 1e3,
-            );
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+            metrics.latency(&labels, status.as_u16(), elapsed_ms);
+            if let Some(event) = live.as_deref_mut() {
+                event.responded(&labels.tls, &labels.dst, status.as_u16(), elapsed_ms);
+            }
             let mut classifier = Classifier::new(
                 status,
                 rsp.headers(),
@@ -156,7 +177,6 @@ where
             );
             let route = rsp.extensions_mut().remove::<RouteRecord>();
             if let Some(r) = &route {
-                let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
                 r.metrics.request(&r.labels, false);
                 r.metrics
                     .latency(&r.labels, status.as_u16(), elapsed_ms, false);
@@ -168,6 +188,7 @@ where
                 status: status.as_u16(),
                 classifier,
                 route,
+                live,
             };
             Ok(rsp.map(|inner| {
                 super::body::boxed(RecordBody {
@@ -185,6 +206,9 @@ impl Recording {
     fn finish(self, errored: bool) {
         let success = self.classifier.success(errored);
         self.metrics.response(&self.labels, self.status, success);
+        if let Some(event) = self.live {
+            self.metrics.live().publish(event, success);
+        }
         if let Some(r) = self.route {
             r.metrics.response(&r.labels, self.status, success, false);
             if r.actual {
