@@ -95,23 +95,47 @@ async fn stat_edges_and_routes_report_known_traffic() {
     let stat = weft_json(admin, &["stat", "deploy", "-n", NS, "-t", WINDOW]);
     let from_web = weft_json(
         admin,
-        &["stat", "deploy", "-n", NS, "--from", "deploy/web", "-t", WINDOW],
+        &[
+            "stat",
+            "deploy",
+            "-n",
+            NS,
+            "--from",
+            "deploy/web",
+            "-t",
+            WINDOW,
+        ],
     );
     let svc = weft_json(admin, &["stat", "svc", "-n", NS, "-t", WINDOW]);
     let pods = weft_json(admin, &["stat", "po", "-n", NS, "-t", WINDOW]);
     let (code, table, err) = weft(admin, &["stat", "deploy", "-n", NS, "-t", WINDOW]);
     let sent = run.await.unwrap();
     eprintln!("load: {sent:?}\nstat: {stat:#?}\n{table}");
-    assert!(sent.sent >= 500 && sent.ok + sent.failed == sent.sent, "{sent:?}");
+    assert!(
+        sent.sent >= 500 && sent.ok + sent.failed == sent.sent,
+        "{sent:?}"
+    );
     assert_golden_stat(&stat);
     assert_eq!(code, 0, "{err}");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"]
+        [
+            "NAME",
+            "MESHED",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99",
+            "TCP_CONN"
+        ]
     );
     let books_line = table.lines().find(|l| l.starts_with("books")).unwrap();
-    assert!(books_line.contains("rps") && books_line.contains('%'), "{table}");
+    assert!(
+        books_line.contains("rps") && books_line.contains('%'),
+        "{table}"
+    );
 
     // The client's view (outbound from web) and the service's agree.
     for (what, rows) in [("--from deploy/web", &from_web), ("svc", &svc)] {
@@ -140,7 +164,14 @@ async fn stat_edges_and_routes_report_known_traffic() {
         if edges.iter().any(|e| e["src"] == "(unmeshed)") {
             break edges;
         }
-        assert!(Instant::now() < deadline, "no unmeshed edge: {edges:#?}");
+        if Instant::now() > deadline {
+            let books = w.books.as_ref().unwrap().metrics().await;
+            let responses: Vec<&str> = books
+                .lines()
+                .filter(|l| l.starts_with("response_total"))
+                .collect();
+            panic!("no unmeshed edge: {edges:#?}\nbooks' proxy: {responses:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let secured = edges
@@ -178,8 +209,15 @@ async fn stat_edges_and_routes_report_known_traffic() {
     };
     run.await.unwrap();
     eprintln!("routes: {routes:#?}");
-    let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
-    assert_eq!(names, ["GET /books/{id}", "POST /books", "[DEFAULT]"], "{routes:#?}");
+    let names: Vec<&str> = routes
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["GET /books/{id}", "POST /books", "[DEFAULT]"],
+        "{routes:#?}"
+    );
     let get = &routes[0];
     assert!(
         get["actual_rps"].as_f64().unwrap() > get["effective_rps"].as_f64().unwrap(),
@@ -189,11 +227,20 @@ async fn stat_edges_and_routes_report_known_traffic() {
         get["effective_success"].as_f64().unwrap() > get["actual_success"].as_f64().unwrap(),
         "retries hide failures: {get}"
     );
-    assert!(routes[1]["rps"].is_null(), "POST /books had no traffic: {routes:#?}");
+    assert!(
+        routes[1]["rps"].is_null(),
+        "POST /books had no traffic: {routes:#?}"
+    );
     assert!(w.backend.retries() > 0, "the backend saw retries");
-    let (code, wide, err) = weft(admin, &["routes", "svc/books", "-n", NS, "-t", WINDOW, "-o", "wide"]);
+    let (code, wide, err) = weft(
+        admin,
+        &["routes", "svc/books", "-n", NS, "-t", WINDOW, "-o", "wide"],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(wide.lines().next().unwrap().contains("ACTUAL_SUCCESS"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap().contains("ACTUAL_SUCCESS"),
+        "{wide}"
+    );
 
     // The books proxy goes away: its scrapes fail, and its samples age out
     // of the ring after the retention (10 s).
@@ -223,7 +270,10 @@ async fn stat_edges_and_routes_report_known_traffic() {
     }
     let rows = weft_json(admin, &["stat", "deploy", "-n", NS, "-t", WINDOW]);
     let books = row(&rows, "books");
-    assert!(books["rps"].is_null(), "an aged-out proxy has no numbers: {books}");
+    assert!(
+        books["rps"].is_null(),
+        "an aged-out proxy has no numbers: {books}"
+    );
     assert!(books["tcp_open_connections"].is_null(), "{books}");
 }
 
@@ -248,5 +298,8 @@ async fn stat_errors_are_clear() {
     };
     let (code, _, err) = weft(nobody, &["stat", "deploy"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&nobody.to_string()), "says where it looked: {err}");
+    assert!(
+        err.contains(&nobody.to_string()),
+        "says where it looked: {err}"
+    );
 }

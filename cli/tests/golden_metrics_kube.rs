@@ -65,7 +65,13 @@ async fn stat_and_edges_in_cluster_mode() {
         let name = loop {
             let name = plane
                 .kubectl(&[
-                    "get", "pods", "-n", NS, "-l", &format!("app={d}"), "-o",
+                    "get",
+                    "pods",
+                    "-n",
+                    NS,
+                    "-l",
+                    &format!("app={d}"),
+                    "-o",
                     "jsonpath={.items[0].metadata.name}",
                 ])
                 .await
@@ -107,7 +113,12 @@ async fn stat_and_edges_in_cluster_mode() {
     backend.set_failure_percent(FAILURE_PERCENT);
     let proxy = sibling("weft-proxy");
     let _books = ctl
-        .proxy_as(&proxy, &identity(NS, "books"), &token("books").await, &ctl.anchors())
+        .proxy_as(
+            &proxy,
+            &identity(NS, "books"),
+            &token("books").await,
+            &ctl.anchors(),
+        )
         .env("WEFT_PROXY_INBOUND_FORWARD", backend.addr)
         .env("WEFT_PROXY_INBOUND_ADDR", books_addrs.inbound)
         .env("WEFT_PROXY_ADMIN_ADDR", books_addrs.admin)
@@ -116,7 +127,12 @@ async fn stat_and_edges_in_cluster_mode() {
         .await
         .unwrap();
     let web = ctl
-        .proxy_as(&proxy, &identity(NS, "web"), &token("web").await, &ctl.anchors())
+        .proxy_as(
+            &proxy,
+            &identity(NS, "web"),
+            &token("web").await,
+            &ctl.anchors(),
+        )
         .env("WEFT_PROXY_DESTINATION_ADDR", ctl.destination_addr)
         .env("WEFT_PROXY_ADMIN_ADDR", web_addrs.admin)
         .env("WEFT_PROXY_WORKLOAD", workload("web", &pods["web"]))
@@ -134,14 +150,18 @@ async fn stat_and_edges_in_cluster_mode() {
     eprintln!("load: {sent:?}\nstat: {stat:#?}");
     assert_golden_stat(&stat);
     assert!(
-        all.iter().any(|r| r["namespace"] == NS && r["name"] == "books"),
+        all.iter()
+            .any(|r| r["namespace"] == NS && r["name"] == "books"),
         "-A lists every namespace: {all:#?}"
     );
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let edge = loop {
         let edges = weft_json(admin, &["edges", "deploy", "-n", NS]);
-        if let Some(e) = edges.iter().find(|e| e["src"] == "web" && e["dst"] == "books") {
+        if let Some(e) = edges
+            .iter()
+            .find(|e| e["src"] == "web" && e["dst"] == "books")
+        {
             break e.clone();
         }
         assert!(Instant::now() < deadline, "no web → books edge: {edges:#?}");

@@ -273,7 +273,10 @@ pub fn assert_golden_stat(rows: &[Value]) {
     );
     let p50 = books["latency_ms_p50"].as_u64().unwrap();
     let p99 = books["latency_ms_p99"].as_u64().unwrap();
-    assert!((20..=40).contains(&p50), "p50 {p50} ms for a {DELAY:?} backend: {books}");
+    assert!(
+        (20..=40).contains(&p50),
+        "p50 {p50} ms for a {DELAY:?} backend: {books}"
+    );
     assert!((p50..=100).contains(&p99), "p99 {p99} ms: {books}");
     assert!(
         books["tcp_open_connections"].as_u64().unwrap() >= 1,

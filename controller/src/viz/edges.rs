@@ -1,8 +1,9 @@
 //! `/api/v1/edges`: which workloads talked in the window, and whether the
 //! traffic was mTLS.
 //!
-//! An edge comes from an outbound `response_total` series that grew in the
-//! window: the source is the proxy's own workload, the destination its
+//! An edge comes from an outbound `response_total` series present in the
+//! window (Linkerd counts `response_total` series, it does not ask for
+//! growth): the source is the proxy's own workload, the destination its
 //! `dst_*` labels, and it is secured when the series says `tls="true"`
 //! (its `server_id` is the identity the server proved; the client's is its
 //! pod's ServiceAccount identity). A client with no proxy is seen only by
@@ -17,7 +18,6 @@ use crate::store::{ObjectKey, Snapshot};
 use std::collections::BTreeMap;
 use weft_metrics_api::api::{EdgeRow, EdgesQuery, EdgesResponse};
 use weft_metrics_api::exposition::{Family, SeriesKey};
-use weft_metrics_api::promql;
 use weft_metrics_api::resource::ResourceKind;
 
 /// The source of edges whose client has no proxy.
@@ -50,10 +50,8 @@ pub fn edges(viz: &Viz, q: &EdgesQuery) -> Result<EdgesResponse, ApiError> {
             let Some(own) = proxy.resource(kind) else {
                 continue;
             };
-            for (key, samples) in query::series(ring, range) {
-                if key.family() != Family::ResponseTotal
-                    || promql::increase(&samples, range.start, range.end).is_none_or(|i| i <= 0.0)
-                {
+            for (key, _) in query::series(ring, range) {
+                if key.family() != Family::ResponseTotal {
                     continue;
                 }
                 let edge = match query::direction(key) {

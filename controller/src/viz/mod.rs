@@ -247,7 +247,8 @@ fn json_result<T: serde::Serialize>(result: Result<T, ApiError>) -> Response<Ful
             serde_json::to_vec(&api::ErrorBody { error: e.message }),
         ),
     };
-    let body = body.unwrap_or_else(|e| format!("{{\"error\":\"encoding failed: {e}\"}}").into_bytes());
+    let body =
+        body.unwrap_or_else(|e| format!("{{\"error\":\"encoding failed: {e}\"}}").into_bytes());
     let mut rsp = Response::new(Full::new(Bytes::from(body)));
     *rsp.status_mut() = status;
     rsp.headers_mut().insert(

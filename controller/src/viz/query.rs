@@ -90,7 +90,13 @@ impl<'a> Proxy<'a> {
 }
 
 /// The workload labels a proxy may carry.
-const OWNER_LABELS: [&str; 5] = ["deployment", "statefulset", "daemonset", "job", "replicaset"];
+const OWNER_LABELS: [&str; 5] = [
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "job",
+    "replicaset",
+];
 
 /// The destination resource of `kind` an outbound series names through its
 /// `dst_*` labels.
@@ -147,7 +153,9 @@ impl Golden {
     /// latency buckets, or their `route_` twins).
     pub fn add_http(&mut self, key: &SeriesKey, samples: &[(f64, f64)], range: Range) {
         match key.family() {
-            Family::ResponseTotal | Family::RouteResponseTotal | Family::RouteActualResponseTotal => {
+            Family::ResponseTotal
+            | Family::RouteResponseTotal
+            | Family::RouteActualResponseTotal => {
                 let Some(inc) = promql::increase(samples, range.start, range.end) else {
                     return;
                 };
@@ -272,7 +280,10 @@ pub fn pod_counts(snapshot: &Snapshot, kind: ResourceKind) -> BTreeMap<RowKey, (
 
 /// Every series of a ring with its samples in `range` (the one place that
 /// knows how the ring is read).
-pub fn series(ring: &TargetRing, range: Range) -> impl Iterator<Item = (&SeriesKey, Vec<(f64, f64)>)> {
+pub fn series(
+    ring: &TargetRing,
+    range: Range,
+) -> impl Iterator<Item = (&SeriesKey, Vec<(f64, f64)>)> {
     ring.series(range.start, range.end)
         .map(|(key, samples)| (key, samples.collect::<Vec<_>>()))
         .filter(|(_, samples)| !samples.is_empty())

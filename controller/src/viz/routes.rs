@@ -73,7 +73,11 @@ pub fn routes(viz: &Viz, q: &RoutesQuery) -> Result<RoutesResponse, ApiError> {
                 let Some(index) = hosts.iter().position(|h| h == host) else {
                     continue;
                 };
-                let route = key.labels().get("rt_route").unwrap_or(DEFAULT_ROUTE).to_owned();
+                let route = key
+                    .labels()
+                    .get("rt_route")
+                    .unwrap_or(DEFAULT_ROUTE)
+                    .to_owned();
                 let s = sums.entry((index, route)).or_default();
                 match key.family() {
                     Family::RouteActualResponseTotal => s.actual.add_http(key, &samples, range),
@@ -171,7 +175,13 @@ fn targets_of(
                  daemonset, job, pod) with or without --to svc/NAME, not {kind}"
             )))
         }
-        (_, Some(NamespacedResource { resource, namespace })) => {
+        (
+            _,
+            Some(NamespacedResource {
+                resource,
+                namespace,
+            }),
+        ) => {
             if resource.kind != ResourceKind::Service {
                 return Err(ApiError::bad_request(
                     "--to must name a service (svc/NAME)".to_owned(),
@@ -198,7 +208,10 @@ fn workload_exists(snapshot: &Snapshot, viz: &Viz, q: &RoutesQuery) -> Result<()
     let key = (q.namespace.clone(), name.clone());
     let known = query::pod_counts(snapshot, q.resource.kind).contains_key(&key)
         || viz.state().rings.iter().any(|(pod, ring)| {
-            Proxy::new(pod, ring, snapshot).resource(q.resource.kind).as_ref() == Some(&key)
+            Proxy::new(pod, ring, snapshot)
+                .resource(q.resource.kind)
+                .as_ref()
+                == Some(&key)
         });
     if known {
         Ok(())

@@ -83,7 +83,10 @@ pub fn now_unix() -> f64 {
 
 /// Scrapes until `stop` turns true.
 pub async fn run(viz: Arc<Viz>, mut stop: watch::Receiver<bool>) {
-    let client = admin_client(viz.settings.timeout, viz.settings.interval.saturating_mul(3));
+    let client = admin_client(
+        viz.settings.timeout,
+        viz.settings.interval.saturating_mul(3),
+    );
     let mut tick = tokio::time::interval(viz.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -124,11 +127,10 @@ async fn scrape(
         reason,
     };
     let fetch = async {
-        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| http(e.to_string()))?;
-        let rsp = client
-            .get(uri)
-            .await
-            .map_err(|e| http(error_chain(&e)))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| http(e.to_string()))?;
+        let rsp = client.get(uri).await.map_err(|e| http(error_chain(&e)))?;
         if rsp.status() != http::StatusCode::OK {
             return Err(ScrapeError::Status {
                 url: url.clone(),

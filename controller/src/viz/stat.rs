@@ -38,10 +38,7 @@ pub fn stat(viz: &Viz, q: &StatQuery) -> Result<StatResponse, ApiError> {
         let state = viz.state();
         for (pod, ring) in state.rings.iter() {
             let proxy = Proxy::new(pod, ring, &snapshot);
-            let source_ok = q
-                .from
-                .as_ref()
-                .is_none_or(|from| belongs(&proxy, from));
+            let source_ok = q.from.as_ref().is_none_or(|from| belongs(&proxy, from));
             if !source_ok {
                 continue;
             }
@@ -134,7 +131,10 @@ fn belongs(proxy: &Proxy<'_>, resource: &NamespacedResource) -> bool {
     if proxy.pod.namespace != resource.namespace {
         return false;
     }
-    match (&resource.resource.name, proxy.resource(resource.resource.kind)) {
+    match (
+        &resource.resource.name,
+        proxy.resource(resource.resource.kind),
+    ) {
         (_, None) => false,
         (None, Some(_)) => true,
         (Some(name), Some((_, own))) => *name == own,
@@ -182,7 +182,10 @@ fn group_of(
         key.family(),
         Family::TcpOpenConnections | Family::TcpReadBytesTotal | Family::TcpWriteBytesTotal
     );
-    let http = matches!(key.family(), Family::ResponseTotal | Family::ResponseLatencyMsBucket);
+    let http = matches!(
+        key.family(),
+        Family::ResponseTotal | Family::ResponseLatencyMsBucket
+    );
     if !tcp && !http {
         return None;
     }

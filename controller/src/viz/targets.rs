@@ -11,10 +11,10 @@
 //! mode such a Pod is not scheduled yet and is skipped.
 
 use crate::destination::endpoints::{owner, service_account};
-use weft_inject::names;
 use crate::store::{ObjectKey, Snapshot};
 use k8s_openapi::api::core::v1::Pod;
 use std::net::{IpAddr, SocketAddr};
+use weft_inject::names;
 
 /// Linkerd's annotation naming the proxy's admin port.
 pub const ADMIN_PORT_ANNOTATION: &str = "config.linkerd.io/admin-port";
@@ -154,12 +154,18 @@ status: {podIP: 10.0.0.9, phase: Succeeded}
 "#),
         ]);
         let file = targets(&snap, Some(IpAddr::from([127, 0, 0, 1])));
-        let addrs: Vec<_> = file.iter().map(|t| (t.pod.to_string(), t.addr.to_string())).collect();
+        let addrs: Vec<_> = file
+            .iter()
+            .map(|t| (t.pod.to_string(), t.addr.to_string()))
+            .collect();
         assert_eq!(
             addrs,
             [
                 ("shop/db-0".to_owned(), "10.0.0.7:4999".to_owned()),
-                ("shop/web-5d8f-abcde".to_owned(), "127.0.0.1:24191".to_owned()),
+                (
+                    "shop/web-5d8f-abcde".to_owned(),
+                    "127.0.0.1:24191".to_owned()
+                ),
             ]
         );
         assert_eq!(file[1].owner, Some(("deployment", "web".to_owned())));

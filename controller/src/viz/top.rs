@@ -130,7 +130,11 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
                 continue;
             }
         };
-        let me = name_of(kind, &target.pod, target.owner.as_ref().map(|(k, n)| (*k, n.as_str())));
+        let me = name_of(
+            kind,
+            &target.pod,
+            target.owner.as_ref().map(|(k, n)| (*k, n.as_str())),
+        );
         for line in lines {
             if line.end {
                 dropped += line.dropped + line.sampled_out;
@@ -185,9 +189,9 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
         })
         .collect();
     rows.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.source, &a.destination, &a.path).cmp(&(&b.source, &b.destination, &b.path)))
+        b.count.cmp(&a.count).then_with(|| {
+            (&a.source, &a.destination, &a.path).cmp(&(&b.source, &b.destination, &b.path))
+        })
     });
     rows.truncate(MAX_ROWS);
     Ok(TopResponse {
@@ -228,7 +232,9 @@ async fn listen(
         target.addr,
         duration.as_secs_f64()
     );
-    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let read = async {
         let rsp = client.get(uri).await.map_err(|e| error_chain(&e))?;
         if rsp.status() != http::StatusCode::OK {
@@ -297,7 +303,11 @@ fn client_name(snapshot: &Snapshot, kind: ResourceKind, line: &FeedLine) -> Stri
     if let Some(ip) = ip {
         let pods: Vec<_> = snapshot.pods_with_ip(ip).collect();
         if let [(key, pod)] = pods.as_slice() {
-            return name_of(kind, key, owner(pod).as_ref().map(|(k, n)| (*k, n.as_str())));
+            return name_of(
+                kind,
+                key,
+                owner(pod).as_ref().map(|(k, n)| (*k, n.as_str())),
+            );
         }
         return ip.to_string();
     }
@@ -313,7 +323,12 @@ fn dst_name(kind: ResourceKind, line: &FeedLine) -> String {
             }
         }
     }
-    for (label, short) in [("deployment", "deploy"), ("statefulset", "sts"), ("daemonset", "ds"), ("job", "job")] {
+    for (label, short) in [
+        ("deployment", "deploy"),
+        ("statefulset", "sts"),
+        ("daemonset", "ds"),
+        ("job", "job"),
+    ] {
         if let Some(n) = line.dst.get(label) {
             return format!("{short}/{n}");
         }
