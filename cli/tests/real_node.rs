@@ -539,6 +539,55 @@ async fn scenarios(node: &TestNode) -> Result<()> {
     );
     println!("web's proxy: {inbound} inbound mTLS requests from {client_id}; app peer {peer}");
 
+    scenario("golden metrics: weft stat / edges through the API server's service proxy");
+    // The controller scrapes every 10 s; a 30 s window holds three scrapes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (stat, edges) = loop {
+        let stat: Vec<Value> = serde_json::from_str(&weft(
+            node,
+            &["stat", "deploy", "-n", NS, "-t", "30s", "-o", "json"],
+        )?)?;
+        let edges: Vec<Value> =
+            serde_json::from_str(&weft(node, &["edges", "deploy", "-n", NS, "-o", "json"])?)?;
+        let web_rps = stat
+            .iter()
+            .find(|r| r["name"] == "web")
+            .and_then(|r| r["rps"].as_f64())
+            .unwrap_or(0.0);
+        let secured = edges
+            .iter()
+            .any(|e| e["src"] == "client" && e["dst"] == "web" && e["secured"] == true);
+        if web_rps > 0.0 && secured {
+            break (stat, edges);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "weft stat/edges never showed client → web traffic:\n{stat:#?}\n{edges:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    let web = stat.iter().find(|r| r["name"] == "web").context("no web row")?;
+    let rps = web["rps"].as_f64().unwrap_or(0.0);
+    ensure!(
+        (f64::from(RPS) * 0.5..=f64::from(RPS) * 1.5).contains(&rps),
+        "web's RPS {rps} is not the client's {RPS}: {web}"
+    );
+    ensure!(web["success"].as_f64() == Some(1.0), "web's success: {web}");
+    ensure!(
+        web["meshed"].as_str().is_some_and(|m| m.split('/').next() == m.split('/').nth(1)),
+        "every web pod is meshed: {web}"
+    );
+    let edge = edges
+        .iter()
+        .find(|e| e["src"] == "client" && e["dst"] == "web")
+        .context("no client → web edge")?;
+    ensure!(
+        edge["client_id"] == client_id.as_str(),
+        "client_id {} is not {client_id}",
+        edge["client_id"]
+    );
+    println!("weft stat: web {rps:.1} rps, success 100 %; edge client → web secured ({client_id})");
+
     scenario("SMI TrafficSplit 90/10, then a weight change without restarts");
     apply(node, &traffic_split(900, 100)).await?;
     // Let the split reach the proxies, then measure.
@@ -708,9 +757,6 @@ spec:
         "server-speaks-first: banner after {} ms (p50), {} ms (max)",
         summary["banner_ms_p50"], summary["banner_ms_max"]
     );
-
-    // Golden metrics (`weft stat`/`weft edges`, issue 12) are asserted here
-    // against this cluster once they exist.
 
     scenario("weft uninstall | kubectl delete: nothing left behind");
     node.kubectl(&["delete", "namespace", NS, "--timeout=180s"])

@@ -9,9 +9,11 @@
 //! subscriber when its response ends.
 //!
 //! Everything is bounded: at most [`MAX_SUBSCRIBERS`] at once, each for at
-//! most [`MAX_DURATION`], each with a channel of [`BUFFER`] events and its
-//! own `max_rps` budget. A subscriber that reads slower than requests end
-//! loses events (counted as `dropped`); the data path never waits for it.
+//! most [`MAX_DURATION`], each with a queue of [`BUFFER`] events and
+//! [`MAX_QUEUED_BYTES`], and its own `max_rps` budget; paths and
+//! authorities are cut to [`MAX_FIELD_BYTES`]. A subscriber that reads
+//! slower than requests end loses events (counted as `dropped`); the data
+//! path never waits for it.
 
 use crate::http::body::{self, BoxBody};
 use crate::metrics::{Direction, DstLabels, Tls};
@@ -33,6 +35,15 @@ pub const MAX_SUBSCRIBERS: usize = 4;
 
 /// Events queued per subscriber before new ones are dropped.
 pub const BUFFER: usize = 1024;
+
+/// The most a subscriber's queue holds, counting each event by its path
+/// and authority (plus a fixed overhead): long URLs cannot turn the
+/// queues into megabytes per subscriber.
+pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
+/// Paths and authorities longer than this are cut to it: a feed is for
+/// seeing traffic, not for replaying it.
+pub const MAX_FIELD_BYTES: usize = 8 * 1024;
 
 /// How long a subscription lasts when `duration` is not given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(5);
@@ -69,6 +80,8 @@ struct Shared {
 /// One subscriber's budget and counters, as the data path sees it.
 struct Subscriber {
     tx: mpsc::Sender<Arc<Event>>,
+    /// Bytes of the events in `tx`'s queue (see [`Event::weight`]).
+    queued: AtomicUsize,
     sample: f64,
     bucket: Mutex<TokenBucket>,
     dropped: AtomicU64,
@@ -202,7 +215,7 @@ impl Live {
     }
 
     /// Offers a finished response to every subscriber: each picks it by
-    /// its `sample` and `max_rps`, and queues it if its buffer has room.
+    /// its `sample` and `max_rps`, and queues it if its queue has room.
     pub fn publish(&self, mut event: Box<Event>, success: bool) {
         let subs = self
             .0
@@ -231,6 +244,7 @@ impl Live {
         let (tx, rx) = mpsc::channel(BUFFER);
         let sub = Arc::new(Subscriber {
             tx,
+            queued: AtomicUsize::new(0),
             sample: params.sample,
             bucket: Mutex::new(TokenBucket::new(params.max_rps)),
             dropped: AtomicU64::new(0),
@@ -294,10 +308,19 @@ impl Subscriber {
         allowed
     }
 
-    /// Queues a picked event; a full buffer drops it.
+    /// Queues a picked event; a full queue drops it.
     fn offer(&self, event: Arc<Event>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+        let weight = event.weight();
+        if self.queued.fetch_add(weight, Ordering::Relaxed) + weight > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(weight, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(error) = self.tx.try_send(event) {
+            self.queued.fetch_sub(weight, Ordering::Relaxed);
+            if let mpsc::error::TrySendError::Full(_) = error {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -374,6 +397,8 @@ impl Feed {
     }
 
     fn encode(&mut self, events: &[Arc<Event>], mut out: Vec<u8>) -> Vec<u8> {
+        let weight: usize = events.iter().map(|e| e.weight()).sum();
+        self.sub.queued.fetch_sub(weight, Ordering::Relaxed);
         for event in events {
             if line(&mut out, &**event) {
                 self.events += 1;
@@ -486,14 +511,19 @@ impl Event {
             client_addr: client,
             client_id: None,
             server_id: None,
-            authority: authority.map_or_else(String::new, |a| a.as_str().to_owned()),
+            authority: authority.map_or_else(String::new, |a| cut(a.as_str()).to_owned()),
             dst: DstLabels::default(),
             method: method.clone(),
-            path: uri.path().to_owned(),
+            path: cut(uri.path()).to_owned(),
             status: 0,
             latency_ms: 0.0,
             success: false,
         })
+    }
+
+    /// What the event counts for in a subscriber's queue.
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.path.len() + self.authority.len()
     }
 
     /// Adds what is known once the response head is: the TLS status (and
@@ -508,6 +538,15 @@ impl Event {
         self.status = status;
         self.latency_ms = latency_ms;
     }
+}
+
+/// `s` cut to at most [`MAX_FIELD_BYTES`], on a character boundary.
+fn cut(s: &str) -> &str {
+    let mut end = s.len().min(MAX_FIELD_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn opt_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
@@ -604,12 +643,7 @@ mod tests {
             ]
             .into(),
         ));
-        ev.responded(
-            &Tls::Server("books.demo".into()),
-            &dst,
-            503,
-            1.54663,
-        );
+        ev.responded(&Tls::Server("books.demo".into()), &dst, 503, 1.54663);
         live.publish(ev, false);
         let got = feed.rx.try_recv().unwrap();
         let json: serde_json::Value = serde_json::to_value(&*got).unwrap();
@@ -631,6 +665,40 @@ mod tests {
         );
         drop(feed);
         assert!(!live.is_on(), "a dropped feed unregisters");
+    }
+
+    #[test]
+    fn long_fields_are_cut_and_queues_are_bounded_in_bytes() {
+        let live = Live::default();
+        let params = Params {
+            max_rps: MAX_MAX_RPS,
+            ..Params::default()
+        };
+        let mut feed = live.subscribe(&params).unwrap();
+        let long = format!("/{}", "é".repeat(MAX_FIELD_BYTES));
+        let req = Request::get(&*long).body(()).unwrap();
+        for _ in 0..200 {
+            let mut ev = live.start(&req, Direction::Inbound, None, None).unwrap();
+            assert!(ev.path.len() <= MAX_FIELD_BYTES && ev.path.len() > MAX_FIELD_BYTES - 4);
+            ev.responded(&Tls::Disabled, &DstLabels::default(), 200, 1.0);
+            live.publish(ev, true);
+        }
+        let mut queued = Vec::new();
+        while let Ok(ev) = feed.rx.try_recv() {
+            queued.push(ev);
+        }
+        let weight = queued[0].weight();
+        assert_eq!(queued.len(), MAX_QUEUED_BYTES / weight);
+        assert_eq!(
+            feed.sub.dropped.load(Ordering::Relaxed) as usize,
+            200 - queued.len()
+        );
+        feed.encode(&queued, Vec::new());
+        assert_eq!(
+            feed.sub.queued.load(Ordering::Relaxed),
+            0,
+            "written: not queued"
+        );
     }
 
     #[test]

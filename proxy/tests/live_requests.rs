@@ -13,10 +13,13 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
 use weft_test_support::backend::HttpBackend;
 use weft_test_support::client::{body_string, send_h1, send_h2};
+use weft_test_support::controller::identity;
 use weft_test_support::proxy::{ProxyBuilder, ProxyProcess};
+use weft_test_support::scenario::{self, request, Discovery, FileDiscovery, API, NS};
+use weft_test_support::{controller_bin, proxy_bin};
 
 fn proxy() -> ProxyBuilder {
-    ProxyBuilder::new(env!("CARGO_BIN_EXE_weft-proxy"))
+    ProxyBuilder::new(proxy_bin!())
 }
 
 async fn inbound_to(target: SocketAddr) -> ProxyProcess {
@@ -219,17 +222,56 @@ async fn live_requests_stream_outbound_responses_over_http1_and_http2() {
 
 #[tokio::test]
 async fn live_requests_take_four_subscribers_and_free_their_places() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = HttpBackend::start().await;
     let proxy = inbound_to(backend.addr).await;
 
+    // Three subscribers, and a fourth on a raw connection.
     let mut feeds = Vec::new();
-    for _ in 0..4 {
-        feeds.push(subscribe(&proxy, "duration=1").await);
+    for _ in 0..3 {
+        feeds.push(subscribe(&proxy, "duration=2").await);
     }
+    let mut raw = TcpStream::connect(proxy.admin).await.unwrap();
+    raw.write_all(b"GET /live-requests?duration=30 HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
     let fifth = live_requests(&proxy, "duration=1").await;
     assert_eq!(fifth.status(), 503);
     let msg = body_string(fifth).await.unwrap();
     assert!(msg.contains("4 live-requests subscribers"), "{msg}");
+
+    // A subscriber that goes away frees its place (long before its 30 s).
+    drop(raw);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rsp = live_requests(&proxy, "duration=1").await;
+        if rsp.status() == 200 {
+            feeds.push(rsp);
+            break;
+        }
+        assert_eq!(rsp.status(), 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place is still taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for feed in feeds {
         collect(feed).await;
     }
@@ -326,20 +368,19 @@ async fn live_requests_connection_of_a_reader_that_stalls_is_closed() {
         assert!(tokio::time::Instant::now() < deadline, "{}", proxy.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Events of 60 KiB paths: far more than the socket buffers hold
-    // (the kernel's send buffer grows to 4 MiB at most), sent well within
-    // the duration. The first request is short, for protocol detection.
-    let long_path = format!("/{}", "p".repeat(60 * 1024));
+    // Events of 8 KiB paths (the most an event keeps), far more than
+    // the socket buffers hold (the kernel's send buffer grows to 4 MiB at
+    // most), sent well within the duration.
+    let long_path = format!("/{}", "p".repeat(8 * 1024 - 1));
     let stream = TcpStream::connect(proxy.inbound).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
-    for i in 0..200 {
+    for _ in 0..1000 {
         send.ready().await.unwrap();
-        let path = if i == 0 { "/" } else { &long_path };
-        let rsp = send.send_request(get(path, "web:80")).await.unwrap();
+        let rsp = send.send_request(get(&long_path, "web:80")).await.unwrap();
         body_string(rsp).await.unwrap();
     }
 
@@ -366,4 +407,75 @@ async fn live_requests_connection_of_a_reader_that_stalls_is_closed() {
     // Its place is free again.
     let feed = subscribe(&proxy, "duration=0.2").await;
     collect(feed).await;
+}
+
+#[tokio::test]
+async fn live_requests_of_a_meshed_call_name_both_identities_and_the_destination() {
+    let mut d = FileDiscovery::start(&controller_bin!(), Some("api"), &["api"])
+        .await
+        .unwrap();
+    let backend = HttpBackend::start().await;
+    let pod = d
+        .ctl()
+        .pod_proxy(proxy_bin!(), NS, "api", backend.addr)
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let web = d
+        .ctl()
+        .client_proxy(proxy_bin!(), NS, "web")
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    d.set_endpoints("api", &[pod.inbound]).await.unwrap();
+    scenario::wait_for("api answers through web's proxy", || async {
+        Ok(request(&web, API).await?.status() == 200)
+    })
+    .await
+    .unwrap();
+
+    let (client_feed, server_feed) = (
+        subscribe(&web, "duration=3").await,
+        subscribe(&pod, "duration=3").await,
+    );
+    for _ in 0..2 {
+        let rsp = request(&web, &format!("{API}items/1?k=v")).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        body_string(rsp).await.unwrap();
+    }
+    let ((client, client_end), (server, server_end)) =
+        tokio::join!(collect(client_feed), collect(server_feed));
+    assert_eq!(counts(&client_end), (2, 0, 0), "{client:#?}");
+    assert_eq!(counts(&server_end), (2, 0, 0), "{server:#?}");
+
+    let pod_name = format!("api-{}", pod.inbound.port());
+    for e in &client {
+        assert_eq!(e["direction"], "outbound", "{e}");
+        assert_eq!(
+            (&e["method"], &e["path"]),
+            (&json!("GET"), &json!("/items/1"))
+        );
+        assert_eq!(e["authority"], "api.shop.svc.cluster.local", "{e}");
+        assert_eq!(e["server_id"], identity(NS, "api").as_str(), "{e}");
+        assert_eq!(e["client_id"], Value::Null, "{e}");
+        assert_eq!(e["dst"]["namespace"], NS, "{e}");
+        assert_eq!(e["dst"]["service"], "api", "{e}");
+        assert_eq!(e["dst"]["serviceaccount"], "api", "{e}");
+        assert_eq!(e["dst"]["pod"], pod_name.as_str(), "{e}");
+        assert!(e["dst"].get("dst_pod").is_none(), "{e}");
+    }
+    for e in &server {
+        assert_eq!(e["direction"], "inbound", "{e}");
+        assert_eq!(
+            (&e["method"], &e["path"]),
+            (&json!("GET"), &json!("/items/1"))
+        );
+        assert_eq!(e["client_id"], identity(NS, "web").as_str(), "{e}");
+        assert_eq!(e["server_id"], Value::Null, "{e}");
+        let peer: SocketAddr = e["client_addr"].as_str().unwrap().parse().unwrap();
+        assert!(peer.ip().is_loopback(), "the client proxy's address: {e}");
+        assert_eq!(e["dst"], json!({}), "{e}");
+    }
 }
