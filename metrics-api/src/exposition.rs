@@ -10,8 +10,8 @@
 //!
 //! # Why a parser of our own
 //!
-//! `prometheus-parse` (0.2.5, the maintained-looking crate for this format)
-//! was evaluated and does not fit:
+//! `prometheus-parse` (0.2.5, the crate for this format) was evaluated and
+//! does not fit:
 //! - it splits the label block on `,` and `=` and matches it with
 //!   `\{[^}]+\}`, so a label value holding `}`, `,` or `=` is cut or
 //!   dropped; ServiceProfile route names (`rt_route="GET /books/{id}"`) are
@@ -19,13 +19,23 @@
 //! - it silently skips lines it cannot parse, so a truncated or garbled
 //!   scrape would look like a proxy whose series vanished, and it reports no
 //!   line numbers;
+//! - it finds a sample's type by its exact name, so OpenMetrics counters
+//!   (`# TYPE response counter`, samples `response_total`) come out untyped;
 //! - it copies every label name and value into a `HashMap<String, String>`
 //!   per sample and re-renders label sets to strings to group buckets, all
 //!   for families we then throw away.
 //!
 //! The grammar the proxy emits is small, so this module parses it strictly
 //! in one pass over borrowed text: every line is validated, only the kept
-//! families allocate, and any error names its line.
+//! families' distinct series allocate, and any error names its line. A
+//! series written twice is refused when the two lines are identical
+//! (Prometheus refuses the scrape); the same labels in another order would
+//! be summed.
+//!
+//! A busy proxy's scrape (335 KiB, 1,200 lines) is parsed and reduced in
+//! about 0.7 ms on the benchmark machine (`weft-bench-metrics`), since a
+//! line whose label block repeats the previous one's (a histogram's
+//! `_count` and buckets) reuses its parse.
 //!
 //! # Reduction
 //!
@@ -35,13 +45,14 @@
 //! distinct statuses), splits the proxy's constant labels into
 //! [`Reduced::target_labels`], and keeps a bucket's `le` as a number.
 //!
-//! Summing before `increase` equals Prometheus' per-series `increase` then
-//! `sum` whenever the summed series share their scrape times (they do: one
-//! scrape yields them all), except in two edge cases: a status code that
-//! first appears inside the window (Prometheus takes a new series' first
-//! value as its baseline; in the sum it is an increase), and the
-//! extrapolation's zero-point cutoff, computed per series in Prometheus and
-//! on the sum here. Both only matter for series born inside the window.
+//! Summing before `increase`/`irate` gives what Prometheus' per-series
+//! function then `sum` gives, because the merged series share their scrape
+//! times (one scrape yields them all) and reset together (a proxy restart
+//! resets them all), with two exceptions, both for a series born inside the
+//! window: a status code that first appears there (Prometheus takes a new
+//! series' first value as its baseline and misses those responses; in the
+//! sum they are an increase), and the extrapolation's zero-point cutoff,
+//! computed per series by Prometheus and on the sum here.
 
 use indexmap::IndexMap;
 use std::borrow::Cow;
@@ -76,6 +87,9 @@ pub const STATUS_CODE_LABEL: &str = "status_code";
 pub const LE_LABEL: &str = "le";
 
 type FastHash = foldhash::fast::RandomState;
+
+/// Label pairs borrowed from the scrape, values still escaped.
+type RawLabels<'a> = Vec<(&'a str, &'a str)>;
 
 /// The metric families the metrics API reads; every other family is
 /// skipped while parsing.
@@ -207,7 +221,7 @@ pub fn reduce(text: &str) -> Result<Reduced, ExpositionError> {
     let mut groups: IndexMap<GroupKey<'_>, Vec<(u64, f64)>, FastHash> = IndexMap::default();
     let mut seen: HashSet<&str, FastHash> = HashSet::default();
     // The first line's target labels as written, and sorted.
-    let mut target: Option<(Vec<(&str, &str)>, Vec<(&str, &str)>)> = None;
+    let mut target: Option<(RawLabels<'_>, RawLabels<'_>)> = None;
     // Buffers reused for every line.
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
     let mut line_targets: Vec<(&str, &str)> = Vec::with_capacity(8);
@@ -444,7 +458,6 @@ struct Prev<'a> {
 impl<'a> Prev<'a> {
     /// If `after_name` starts with this block (any `le` value allowed),
     /// that block and the new `le` value.
-    #[allow(clippy::type_complexity)]
     fn same_block(&self, after_name: &'a str) -> Option<(&'a str, Option<&'a str>)> {
         let followed = |rest: &str| rest.starts_with([' ', '\t']);
         match self.le {
@@ -1290,19 +1303,46 @@ response_latency_ms_bucket{le=\"1\",direction=\"outbound\",status_code=\"500\"} 
         // Two identical bucket lines: the reused parse still sees the
         // duplicate.
         let dup = "response_latency_ms_bucket{le=\"1.0\",a=\"x\"} 1\nresponse_latency_ms_bucket{le=\"1.0\",a=\"x\"} 1\n# EOF\n";
-        assert_eq!(reduce(dup).unwrap_err(), ExpositionError { line: 2, kind: ErrorKind::DuplicateSeries });
+        assert_eq!(
+            reduce(dup).unwrap_err(),
+            ExpositionError {
+                line: 2,
+                kind: ErrorKind::DuplicateSeries
+            }
+        );
         // An le with an escape or a bad number after a good line.
         let esc = "response_latency_ms_bucket{le=\"1.0\",a=\"x\"} 1\nresponse_latency_ms_bucket{le=\"2\\\\\",a=\"x\"} 1\n# EOF\n";
-        assert_eq!(reduce(esc).unwrap_err(), ExpositionError { line: 2, kind: ErrorKind::InvalidLe });
+        assert_eq!(
+            reduce(esc).unwrap_err(),
+            ExpositionError {
+                line: 2,
+                kind: ErrorKind::InvalidLe
+            }
+        );
         let bad = "response_latency_ms_bucket{le=\"1.0\",a=\"x\"} 1\nresponse_latency_ms_bucket{le=\"two\",a=\"x\"} 1\n# EOF\n";
-        assert_eq!(reduce(bad).unwrap_err(), ExpositionError { line: 2, kind: ErrorKind::InvalidLe });
+        assert_eq!(
+            reduce(bad).unwrap_err(),
+            ExpositionError {
+                line: 2,
+                kind: ErrorKind::InvalidLe
+            }
+        );
         // The same block followed by garbage, or by a bad value.
         let glued = "x{a=\"1\"} 1\nx{a=\"1\"}y 1\n# EOF\n";
-        assert_eq!(reduce(glued).unwrap_err(), ExpositionError { line: 2, kind: ErrorKind::InvalidName });
+        assert_eq!(
+            reduce(glued).unwrap_err(),
+            ExpositionError {
+                line: 2,
+                kind: ErrorKind::InvalidName
+            }
+        );
         let value = "x{a=\"1\"} 1\nx{a=\"1\"} y\n# EOF\n";
         assert_eq!(
             reduce(value).unwrap_err(),
-            ExpositionError { line: 2, kind: ErrorKind::InvalidValue("y".into()) }
+            ExpositionError {
+                line: 2,
+                kind: ErrorKind::InvalidValue("y".into())
+            }
         );
         // Same labels, other family: not merged.
         let two = "tcp_read_bytes_total{a=\"1\"} 1\ntcp_write_bytes_total{a=\"1\"} 2\n# EOF\n";
@@ -1310,7 +1350,8 @@ response_latency_ms_bucket{le=\"1\",direction=\"outbound\",status_code=\"500\"} 
         assert_eq!(value_of(&r, Family::TcpReadBytesTotal), Some(1.0));
         assert_eq!(value_of(&r, Family::TcpWriteBytesTotal), Some(2.0));
         // A longer block that starts like the previous one.
-        let longer = "tcp_read_bytes_total{a=\"1\"} 1\ntcp_read_bytes_total{a=\"1\",b=\"2\"} 2\n# EOF\n";
+        let longer =
+            "tcp_read_bytes_total{a=\"1\"} 1\ntcp_read_bytes_total{a=\"1\",b=\"2\"} 2\n# EOF\n";
         assert_eq!(reduce(longer).unwrap().series.len(), 2);
     }
 
@@ -1374,8 +1415,23 @@ response_latency_ms_bucket{le=\"1\",direction=\"outbound\",status_code=\"500\"} 
 
     #[test]
     fn reduce_agrees_with_a_naive_reduction() {
-        let names = ["direction", "authority", "tls", "client_id", "rt_route", "dst_pod"];
-        let values = ["inbound", "a b", "x\\\"y", "GET /{id}, \\\\", "p\\nq", "", "true"];
+        let names = [
+            "direction",
+            "authority",
+            "tls",
+            "client_id",
+            "rt_route",
+            "dst_pod",
+        ];
+        let values = [
+            "inbound",
+            "a b",
+            "x\\\"y",
+            "GET /{id}, \\\\",
+            "p\\nq",
+            "",
+            "true",
+        ];
         let families = [
             ("response_total", false),
             ("response_latency_ms", true),
@@ -1415,7 +1471,11 @@ response_latency_ms_bucket{le=\"1\",direction=\"outbound\",status_code=\"500\"} 
                     lines.push(format!("{family}_sum{} 1.5", block(None)));
                     lines.push(format!("{family}_count{} 3", block(None)));
                     for le in bounds {
-                        let v = if g.next(10) == 0 { "NaN".to_string() } else { g.next(100).to_string() };
+                        let v = if g.next(10) == 0 {
+                            "NaN".to_string()
+                        } else {
+                            g.next(100).to_string()
+                        };
                         lines.push(format!("{family}_bucket{} {v}", block(Some(le))));
                     }
                 } else {
@@ -1441,7 +1501,10 @@ response_latency_ms_bucket{le=\"1\",direction=\"outbound\",status_code=\"500\"} 
             assert_eq!(sums.len(), got.series.len(), "each key once");
             let want = reference(&text);
             assert_eq!(sums, want, "seed {seed}:\n{text}");
-            assert_eq!(got.target_labels, labels(&[("namespace", "ns"), ("pod", "p-1")]));
+            assert_eq!(
+                got.target_labels,
+                labels(&[("namespace", "ns"), ("pod", "p-1")])
+            );
         }
     }
 }
