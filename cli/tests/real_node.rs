@@ -153,19 +153,27 @@ impl LoadClient {
         })
     }
 
+    /// `POST /reset`, tried up to three times: the API server's proxy
+    /// reuses idle connections to the pod, and a POST (unlike a GET) is not
+    /// retried when the pod closed one just as it was reused ("broken
+    /// pipe"). Resetting twice is harmless.
     async fn reset(&self, node: &TestNode) -> KubeResult<()> {
-        node.kubectl_with_stdin(
-            &[
-                "create",
-                "--raw",
-                &format!("/api/v1/namespaces/{NS}/pods/{}:8079/proxy/reset", self.pod),
-                "-f",
-                "-",
-            ],
-            Some("{}"),
-        )
-        .await?;
-        Ok(())
+        let path = format!("/api/v1/namespaces/{NS}/pods/{}:8079/proxy/reset", self.pod);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match node
+                .kubectl_with_stdin(&["create", "--raw", &path, "-f", "-"], Some("{}"))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    println!("reset failed ({e}); trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Resets, then waits until at least `n` requests were counted.
@@ -578,7 +586,9 @@ async fn scenarios(node: &TestNode) -> Result<()> {
     let rps = web["rps"].as_f64().unwrap_or(0.0);
     ensure!(web["success"].as_f64() == Some(1.0), "web's success: {web}");
     ensure!(
-        web["meshed"].as_str().is_some_and(|m| m.split('/').next() == m.split('/').nth(1)),
+        web["meshed"]
+            .as_str()
+            .is_some_and(|m| m.split('/').next() == m.split('/').nth(1)),
         "every web pod is meshed: {web}"
     );
     let edge = edges

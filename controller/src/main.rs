@@ -337,7 +337,9 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         Arc::new(viz::Viz::new(
             viz::Settings {
                 interval: args.metrics_scrape_interval,
-                timeout: args.metrics_scrape_timeout.min(args.metrics_scrape_interval),
+                timeout: args
+                    .metrics_scrape_timeout
+                    .min(args.metrics_scrape_interval),
                 concurrency: usize::from(args.metrics_scrape_concurrency),
                 limits: weft_metrics_api::ring::Limits {
                     retention: args.metrics_retention,

@@ -309,13 +309,17 @@ pub fn is_meshed(pod: &Pod) -> bool {
             .iter()
             .any(|c| c.name == names::PROXY_CONTAINER)
     });
-    let annotated = pod
-        .metadata
+    labelled || has_proxy || inject_annotated(pod)
+}
+
+/// Whether the pod asks for a proxy (`linkerd.io/inject: enabled`): in a
+/// config dir, where nothing injects, that is what makes a pod meshed.
+pub fn inject_annotated(pod: &Pod) -> bool {
+    pod.metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(names::INJECT_ANNOTATION))
-        .is_some_and(|v| v == "enabled");
-    labelled || has_proxy || annotated
+        .is_some_and(|v| v == "enabled")
 }
 
 /// The pod's ServiceAccount (`default` when it names none, as Kubernetes

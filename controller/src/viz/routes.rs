@@ -202,25 +202,14 @@ fn targets_of(
 
 /// Refuses a named workload nobody knows.
 fn workload_exists(snapshot: &Snapshot, viz: &Viz, q: &RoutesQuery) -> Result<(), ApiError> {
-    let Some(name) = &q.resource.name else {
-        return Ok(());
-    };
-    let key = (q.namespace.clone(), name.clone());
-    let known = query::pod_counts(snapshot, q.resource.kind).contains_key(&key)
-        || viz.state().rings.iter().any(|(pod, ring)| {
-            Proxy::new(pod, ring, snapshot)
-                .resource(q.resource.kind)
-                .as_ref()
-                == Some(&key)
-        });
-    if known {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "{} {name} not found in namespace {}",
-            q.resource.kind, q.namespace
-        )))
-    }
+    super::stat::check_exists(
+        snapshot,
+        viz,
+        &NamespacedResource {
+            resource: q.resource.clone(),
+            namespace: q.namespace.clone(),
+        },
+    )
 }
 
 /// The Services in the namespace with an endpoint on one of the

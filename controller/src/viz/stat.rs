@@ -95,8 +95,13 @@ fn scope_words(scope: &weft_metrics_api::api::Scope) -> String {
     }
 }
 
-/// Refuses `--from`/`--to` naming a resource nobody knows.
-fn check_exists(snapshot: &Snapshot, viz: &Viz, peer: &NamespacedResource) -> Result<(), ApiError> {
+/// Refuses a named resource nobody knows (`--from`/`--to`, a routes
+/// workload): not in the store and never scraped.
+pub fn check_exists(
+    snapshot: &Snapshot,
+    viz: &Viz,
+    peer: &NamespacedResource,
+) -> Result<(), ApiError> {
     let Some(name) = &peer.resource.name else {
         return Ok(());
     };

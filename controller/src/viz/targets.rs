@@ -10,7 +10,7 @@
 //! taken to be on `127.0.0.1`, where a laptop's proxies listen; in cluster
 //! mode such a Pod is not scheduled yet and is skipped.
 
-use crate::destination::endpoints::{owner, service_account};
+use crate::destination::endpoints::{inject_annotated, owner, service_account};
 use crate::store::{ObjectKey, Snapshot};
 use k8s_openapi::api::core::v1::Pod;
 use std::net::{IpAddr, SocketAddr};
@@ -63,13 +63,7 @@ pub fn runs_proxy(pod: &Pod) -> bool {
             .chain(s.init_containers.iter().flatten())
             .any(|c| c.name == names::PROXY_CONTAINER)
     });
-    let annotated = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(names::INJECT_ANNOTATION))
-        .is_some_and(|v| v == "enabled");
-    in_spec || annotated
+    in_spec || inject_annotated(pod)
 }
 
 /// Whether the pod has run to completion (its proxy is gone).

@@ -89,7 +89,7 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
             .map(|s| s.target.clone())
             .filter(|t| {
                 let Some(ring) = state.rings.get(&t.pod) else {
-                    return owner_matches(&snapshot, t, q);
+                    return owner_matches(t, q);
                 };
                 let proxy = Proxy::new(&t.pod, ring, &snapshot);
                 proxy.resource(kind).is_some_and(|(ns, name)| {
@@ -203,8 +203,7 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
 }
 
 /// Whether a target with no samples yet is part of the query's resource.
-fn owner_matches(snapshot: &Snapshot, t: &Target, q: &TopQuery) -> bool {
-    let _ = snapshot;
+fn owner_matches(t: &Target, q: &TopQuery) -> bool {
     let (ns, name) = (&t.pod.namespace, &t.pod.name);
     if !in_scope(&q.scope, ns) {
         return false;
