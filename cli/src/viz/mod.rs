@@ -73,6 +73,20 @@ pub enum Output {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// `-t WINDOW`, for the commands that report rates.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WindowArgs {
+    /// How far back rates and latencies look (e.g. 30s, 1m, 10m, 1h).
+    #[arg(
+        short = 't',
+        long,
+        value_name = "WINDOW",
+        default_value = "1m",
+        value_parser = parse_window
+    )]
+    pub time_window: Duration,
+}
+
 /// `-n NS` or `-A`, for the commands that can look everywhere.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ScopeArgs {

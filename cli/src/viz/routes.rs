@@ -1,14 +1,13 @@
 //! `weft routes`: per-route golden metrics from ServiceProfiles, as
 //! `linkerd viz routes` prints them.
 
-use std::time::Duration;
-
 use weft_metrics_api::api::{RouteRow, RoutesQuery, RoutesResponse, ROUTES_PATH};
 use weft_metrics_api::resource::ResourceKind;
 
 use super::client::{ControllerArgs, ControllerClient, REACHING_HELP, REQUEST_TIMEOUT};
 use super::{
     format, json_rows, namespace_or_default, parse_peer, parse_resource, print_rows, Output, Table,
+    WindowArgs,
 };
 
 /// What a table without rows says.
@@ -50,15 +49,8 @@ pub struct RoutesArgs {
     /// Namespace of --to [default: --namespace].
     #[arg(long, value_name = "NS", requires = "to")]
     to_namespace: Option<String>,
-    /// How far back rates and latencies look (e.g. 30s, 1m, 10m, 1h).
-    #[arg(
-        short = 't',
-        long,
-        value_name = "WINDOW",
-        default_value = "1m",
-        value_parser = super::parse_window
-    )]
-    time_window: Duration,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Output format (wide splits effective and actual success and rate).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -73,7 +65,7 @@ pub async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         resource: parse_resource(&args.resource, args.name.as_deref())?,
         to: parse_peer("to", args.to.as_deref(), args.to_namespace.as_deref(), &ns)?,
         namespace: ns,
-        window: args.time_window,
+        window: args.window.time_window,
     };
     // Linkerd's column says AUTHORITY when authorities were asked for.
     let dst = query.to.as_ref().map_or(&query.resource, |to| &to.resource);

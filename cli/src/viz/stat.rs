@@ -1,13 +1,13 @@
 //! `weft stat`: success rate, request rate, latency quantiles and TCP
 //! connections per resource, as `linkerd viz stat` prints them.
 
-use std::time::Duration;
-
 use weft_metrics_api::api::{StatQuery, StatResponse, StatRow, STAT_PATH};
 use weft_metrics_api::resource::ResourceKind;
 
 use super::client::{ControllerArgs, ControllerClient, REACHING_HELP, REQUEST_TIMEOUT};
-use super::{format, json_rows, parse_peer, parse_resource, print_rows, Output, ScopeArgs, Table};
+use super::{
+    format, json_rows, parse_peer, parse_resource, print_rows, Output, ScopeArgs, Table, WindowArgs,
+};
 
 /// What a table without rows says, as Linkerd says it.
 pub const NO_TRAFFIC: &str = "No traffic found.";
@@ -61,15 +61,8 @@ pub struct StatArgs {
     /// Namespace of --to [default: --namespace].
     #[arg(long, value_name = "NS", requires = "to")]
     to_namespace: Option<String>,
-    /// How far back rates and latencies look (e.g. 30s, 1m, 10m, 1h).
-    #[arg(
-        short = 't',
-        long,
-        value_name = "WINDOW",
-        default_value = "1m",
-        value_parser = super::parse_window
-    )]
-    time_window: Duration,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -100,7 +93,7 @@ impl StatArgs {
                 &ns,
             )?,
             to: parse_peer("to", self.to.as_deref(), self.to_namespace.as_deref(), &ns)?,
-            window: self.time_window,
+            window: self.window.time_window,
         })
     }
 }

@@ -72,20 +72,36 @@ impl<'a> Proxy<'a> {
 
     /// The resource of `kind` this proxy belongs to, if any.
     pub fn resource(&self, kind: ResourceKind) -> Option<RowKey> {
-        let ns = self.pod.namespace.clone();
-        match kind {
-            ResourceKind::Namespace => Some((ns.clone(), ns)),
-            ResourceKind::Pod => Some((ns, self.pod.name.clone())),
-            ResourceKind::Deployment
-            | ResourceKind::StatefulSet
-            | ResourceKind::DaemonSet
-            | ResourceKind::Job => {
-                let label = kind.workload_label()?;
-                let (k, name) = self.owner.as_ref()?;
-                (k == label).then(|| (ns, name.clone()))
-            }
-            ResourceKind::Service | ResourceKind::Authority | ResourceKind::TrafficSplit => None,
+        resource_of(
+            kind,
+            self.pod,
+            self.owner.as_ref().map(|(k, n)| (k.as_str(), n.as_str())),
+        )
+    }
+}
+
+/// The resource of `kind` a pod with this workload owner belongs to
+/// (`deployment`, `web`): its namespace, itself, or its owner when the
+/// owner is of that kind. The one answer to "whose is this pod" for every
+/// query.
+pub fn resource_of(
+    kind: ResourceKind,
+    pod: &ObjectKey,
+    owner: Option<(&str, &str)>,
+) -> Option<RowKey> {
+    let ns = pod.namespace.clone();
+    match kind {
+        ResourceKind::Namespace => Some((ns.clone(), ns)),
+        ResourceKind::Pod => Some((ns, pod.name.clone())),
+        ResourceKind::Deployment
+        | ResourceKind::StatefulSet
+        | ResourceKind::DaemonSet
+        | ResourceKind::Job => {
+            let label = kind.workload_label()?;
+            let (k, name) = owner?;
+            (k == label).then(|| (ns, name.to_owned()))
         }
+        ResourceKind::Service | ResourceKind::Authority | ResourceKind::TrafficSplit => None,
     }
 }
 
@@ -258,16 +274,9 @@ pub fn pod_counts(snapshot: &Snapshot, kind: ResourceKind) -> BTreeMap<RowKey, (
         if finished(pod) {
             continue;
         }
-        let row = match kind {
-            ResourceKind::Namespace => Some((key.namespace.clone(), key.namespace.clone())),
-            ResourceKind::Pod => Some((key.namespace.clone(), key.name.clone())),
-            _ => kind.workload_label().and_then(|label| {
-                owner(pod)
-                    .filter(|(k, _)| *k == label)
-                    .map(|(_, n)| (key.namespace.clone(), n))
-            }),
-        };
-        if let Some(row) = row {
+        let owner = owner(pod);
+        let owner = owner.as_ref().map(|(k, n)| (*k, n.as_str()));
+        if let Some(row) = resource_of(kind, key, owner) {
             let c = counts.entry(row).or_default();
             c.1 += 1;
             if is_meshed(pod) {

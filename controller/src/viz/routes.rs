@@ -220,13 +220,9 @@ fn served_by(snapshot: &Snapshot, q: &RoutesQuery) -> Vec<ServiceRef> {
         let Some(p) = snapshot.pods.get(pod) else {
             return false;
         };
-        let row = match kind {
-            ResourceKind::Pod => Some(pod.name.clone()),
-            _ => crate::destination::endpoints::owner(p)
-                .filter(|(k, _)| Some(*k) == kind.workload_label())
-                .map(|(_, n)| n),
-        };
-        row.is_some_and(|n| q.resource.name.as_ref().is_none_or(|want| *want == n))
+        let owner = crate::destination::endpoints::owner(p);
+        query::resource_of(kind, pod, owner.as_ref().map(|(k, n)| (*k, n.as_str())))
+            .is_some_and(|(_, n)| q.resource.name.as_ref().is_none_or(|want| *want == n))
     };
     snapshot
         .services

@@ -8,7 +8,7 @@
 //! kept. Bounded: at most [`MAX_PROXIES`] proxies, [`MAX_FEED_BYTES`] per
 //! feed, [`MAX_ROWS`] rows.
 
-use super::query::{in_scope, Proxy};
+use super::query::{in_scope, resource_of};
 use super::scrape::{admin_client, error_chain};
 use super::targets::Target;
 use super::{ApiError, Viz};
@@ -88,11 +88,8 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
             .values()
             .map(|s| s.target.clone())
             .filter(|t| {
-                let Some(ring) = state.rings.get(&t.pod) else {
-                    return owner_matches(t, q);
-                };
-                let proxy = Proxy::new(&t.pod, ring, &snapshot);
-                proxy.resource(kind).is_some_and(|(ns, name)| {
+                let owner = t.owner.as_ref().map(|(k, n)| (*k, n.as_str()));
+                resource_of(kind, &t.pod, owner).is_some_and(|(ns, name)| {
                     in_scope(&q.scope, &ns) && q.resource.name.as_ref().is_none_or(|n| *n == name)
                 })
             })
@@ -200,24 +197,6 @@ pub async fn top(viz: &Viz, q: &TopQuery) -> Result<TopResponse, ApiError> {
         dropped,
         rows,
     })
-}
-
-/// Whether a target with no samples yet is part of the query's resource.
-fn owner_matches(t: &Target, q: &TopQuery) -> bool {
-    let (ns, name) = (&t.pod.namespace, &t.pod.name);
-    if !in_scope(&q.scope, ns) {
-        return false;
-    }
-    let own = match q.resource.kind {
-        ResourceKind::Namespace => Some(ns.clone()),
-        ResourceKind::Pod => Some(name.clone()),
-        kind => t
-            .owner
-            .as_ref()
-            .filter(|(k, _)| Some(*k) == kind.workload_label())
-            .map(|(_, n)| n.clone()),
-    };
-    own.is_some_and(|own| q.resource.name.as_ref().is_none_or(|n| *n == own))
 }
 
 /// Reads one proxy's feed to its end (or its bounds).
