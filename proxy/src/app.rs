@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             Direction::Inbound,
             None,
         ),
+        config.inbound_max_in_flight,
     );
     let discovery = match (&config.destination_addr, &identity, &config.identity) {
         (Some(addr), Some(local), Some(id)) => {
@@ -135,9 +136,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             identity.clone(),
         ),
         discovery,
-        crate::discovery::balance::PeakEwma::default()
+        crate::balance::PeakEwma::default()
             .with_strategy(config.balancer)
             .with_accrual(config.accrual),
+        crate::outbound::OutboundSettings {
+            queue: config.queue,
+            cache: crate::outbound::CACHE,
+            max_in_flight: config.outbound_max_in_flight,
+        },
     );
 
     let identity_note = match (&identity, &config.identity) {

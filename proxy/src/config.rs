@@ -53,11 +53,22 @@ pub struct Config {
     /// How discovered endpoints are chosen (`WEFT_PROXY_BALANCER`:
     /// `peak-ewma`, the default; `least-loaded` and `round-robin` exist for
     /// comparison in benchmarks).
-    pub balancer: crate::discovery::balance::Strategy,
+    pub balancer: crate::balance::Strategy,
     /// Circuit breaking of failing endpoints
     /// (`WEFT_PROXY_FAILURE_ACCRUAL_MAX_FAILURES`, default 7, 0 disables;
     /// `..._MIN_PENALTY` 1s; `..._MAX_PENALTY` 60s).
-    pub accrual: crate::discovery::balance::Accrual,
+    pub accrual: crate::balance::Accrual,
+    /// Per outbound backend: requests that may wait for a ready endpoint
+    /// (`WEFT_PROXY_OUTBOUND_QUEUE_CAPACITY`, default 100), and how long a
+    /// backend may have no ready endpoint before its requests fail fast
+    /// with `503` (`WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT`, default 3s).
+    pub queue: weft_proxy_stack::QueueConfig,
+    /// Requests in flight on the inbound listener before new ones are
+    /// shed with `503` (`WEFT_PROXY_INBOUND_MAX_IN_FLIGHT`, default 10000).
+    pub inbound_max_in_flight: usize,
+    /// The same for the outbound listener
+    /// (`WEFT_PROXY_OUTBOUND_MAX_IN_FLIGHT`, default 10000).
+    pub outbound_max_in_flight: usize,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (`WEFT_PROXY_DETECT_TIMEOUT`, default 10s).
     pub detect_timeout: Duration,
@@ -223,6 +234,9 @@ pub struct Meshed {
     pub identity: Option<Arc<str>>,
 }
 
+/// Requests in flight per listener before new ones are shed.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
 // === impl Config ===
 
 impl Config {
@@ -310,8 +324,8 @@ impl Config {
             Some(v) => v.parse().map_err(|r| err("WEFT_PROXY_BALANCER", &v, r))?,
         };
 
-        let default_accrual = crate::discovery::balance::Accrual::default();
-        let accrual = crate::discovery::balance::Accrual {
+        let default_accrual = crate::balance::Accrual::default();
+        let accrual = crate::balance::Accrual {
             max_failures: match var("WEFT_PROXY_FAILURE_ACCRUAL_MAX_FAILURES") {
                 None => default_accrual.max_failures,
                 Some(v) => v.trim().parse().map_err(|_| {
@@ -342,6 +356,38 @@ impl Config {
             ));
         }
 
+        let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(err(name, &v, "expected a positive integer".into())),
+                },
+            }
+        };
+        let failfast_timeout = duration(
+            "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT",
+            weft_proxy_stack::QueueConfig::default().failfast_timeout,
+        )?;
+        if failfast_timeout.is_zero() {
+            return Err(err(
+                "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT",
+                "0s",
+                "must be positive".into(),
+            ));
+        }
+        let queue = weft_proxy_stack::QueueConfig {
+            capacity: count(
+                "WEFT_PROXY_OUTBOUND_QUEUE_CAPACITY",
+                weft_proxy_stack::QueueConfig::default().capacity,
+            )?,
+            failfast_timeout,
+        };
+        let inbound_max_in_flight =
+            count("WEFT_PROXY_INBOUND_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?;
+        let outbound_max_in_flight =
+            count("WEFT_PROXY_OUTBOUND_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?;
+
         let workload = var("WEFT_PROXY_WORKLOAD")
             .map(|v| Workload::parse(&v).map_err(|r| err("WEFT_PROXY_WORKLOAD", &v, r)))
             .transpose()?;
@@ -367,6 +413,9 @@ impl Config {
         };
 
         Ok(Config {
+            queue,
+            inbound_max_in_flight,
+            outbound_max_in_flight,
             workload,
             wait_before_exit: duration("WEFT_PROXY_WAIT_BEFORE_EXIT", Duration::ZERO)?,
             exit_with_app,

@@ -12,12 +12,12 @@
 //! reached is reset too, as a transparent proxy must.
 
 use crate::config::PortSet;
-use crate::discovery::balance::PeakEwma;
-use crate::discovery::{DiscoveredEndpoint, Discovery, Resolution};
+use crate::discovery::{Discovery, Resolution};
 use crate::drain::Drain;
 use crate::http::server::{self, HttpService, ServerSettings};
 use crate::identity::LocalIdentity;
 use crate::metrics::{Direction, TcpMetrics, Tls};
+use crate::outbound::concrete::ConcreteService;
 use crate::transport::detect::{detect, Detected};
 use crate::transport::io::{MeteredIo, PrefixedIo};
 use crate::transport::listen::{reset, Accepted};
@@ -77,8 +77,9 @@ pub struct Balanced {
     /// forwarded (a shared, cached watch), so a connection that waited
     /// for detection still gets a current endpoint.
     pub discovery: Discovery,
-    /// P2C over peak-EWMA, shared with HTTP.
-    pub balancer: PeakEwma,
+    /// The backend's stack: its balancer (P2C over peak-EWMA) is shared
+    /// with HTTP.
+    pub concrete: ConcreteService,
     /// The longest wait for that lookup (the watch normally answers at once).
     pub timeout: Duration,
 }
@@ -247,13 +248,16 @@ impl Side {
                 .resolve(&balanced.name, balanced.timeout)
                 .await
             {
-                Resolution::Endpoints(endpoints) => {
-                    let Some(picked) = pick(balanced, &endpoints, client) else {
+                Resolution::Endpoints(_) => match balanced.concrete.pick_opaque() {
+                    Ok((picked, id, guard)) => {
+                        (addr, identity) = (picked, id);
+                        in_flight = Some(guard);
+                    }
+                    Err(why) => {
+                        tracing::info!(%client, service = %balanced.name, %why, "opaque connection has no usable endpoint; resetting client");
                         return false;
-                    };
-                    (addr, identity) = (picked.0, picked.1);
-                    in_flight = Some(picked.2);
-                }
+                    }
+                },
                 // No longer known: where the connection was going.
                 Resolution::Unknown | Resolution::Pending => {}
             }
@@ -278,27 +282,6 @@ impl Side {
                 tracing::info!(%client, %error, "opaque connection failed; resetting client");
                 false
             }
-        }
-    }
-}
-
-/// Picks one of a discovered target's endpoints for an opaque connection
-/// (its address, identity and load guard); `None` (logged) when none can
-/// be used.
-fn pick(
-    balanced: &Balanced,
-    endpoints: &[DiscoveredEndpoint],
-    client: SocketAddr,
-) -> Option<(
-    SocketAddr,
-    Option<Arc<str>>,
-    crate::discovery::balance::InFlight,
-)> {
-    match balanced.balancer.pick(endpoints) {
-        Ok((ep, in_flight)) => Some((ep.addr, ep.identity.clone(), in_flight)),
-        Err(why) => {
-            tracing::info!(%client, service = %balanced.name, ?why, "opaque connection has no usable endpoint; resetting client");
-            None
         }
     }
 }

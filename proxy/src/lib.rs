@@ -9,9 +9,12 @@
 //! 2. [`http`]: for HTTP, serve the connection with hyper and forward each
 //!    request through a tower stack (metrics, error responses, protocol
 //!    upgrade between proxies, pooled clients).
-//! 3. [`inbound`] / [`outbound`]: the two sides differ only in how a target
-//!    is chosen and which protocol tweaks apply; each module composes the
-//!    shared stages for its side.
+//! 3. [`inbound`] / [`outbound`]: each side composes its HTTP stack from
+//!    tower layers in one place ([`weft_proxy_stack`] holds the generic
+//!    pieces: per-target caches, queues with fail-fast, load shedding).
+//!    Outbound requests go logical target → route → concrete backend
+//!    ([`balance`]: P2C over peak-EWMA) → endpoint; inbound ones go through
+//!    authorization to the application. `docs/architecture.md` draws both.
 //!
 //! [`admin`] serves `/metrics`, `/ready`, `/live`, `/shutdown` and the
 //! [`live`] request feed (`/live-requests`), and [`drain`] coordinates
@@ -22,6 +25,7 @@
 pub mod admin;
 pub mod app;
 pub mod await_ready;
+pub mod balance;
 pub mod config;
 pub mod conn;
 pub mod control;

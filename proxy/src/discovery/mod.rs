@@ -8,9 +8,11 @@
 //! Authorities unused for [`IDLE_EVICT`] are dropped, so the number of
 //! streams does not grow with the names ever requested.
 //!
-//! [`balance`] picks one endpoint per request (P2C over peak-EWMA).
+//! The proxy's per-target stacks hold the watches ([`Discovery::watch_endpoints`],
+//! [`Discovery::watch_profile`], [`Discovery::watch_policy`]) for as long as
+//! they live, so a request to a known target reads the current state
+//! without a lookup.
 
-pub mod balance;
 pub mod policy;
 
 use crate::route::RoutePolicy;
@@ -63,7 +65,7 @@ pub struct Discovery {
 struct Inner {
     client: DestinationClient<Channel>,
     endpoints: Watches<Resolution>,
-    profiles: Watches<Option<Profile>>,
+    profiles: Watches<Option<Arc<Profile>>>,
     policies: policy::Policies,
 }
 
@@ -86,14 +88,14 @@ pub struct Profile {
 }
 
 /// One background stream per authority, shared and evicted when idle.
-struct Watches<T> {
+pub(crate) struct Watches<T> {
     by_authority: Mutex<WatchMap<T>>,
 }
 
 struct WatchMap<T> {
     watches: HashMap<String, Watch<T>>,
     /// When idle watches were last looked for: at most once a minute, so
-    /// a request never pays for scanning every name.
+    /// a lookup never pays for scanning every name.
     swept: Instant,
 }
 
@@ -101,7 +103,9 @@ struct WatchMap<T> {
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 struct Watch<T> {
-    rx: watch::Receiver<T>,
+    /// Shared with the task that follows the stream; the map hands out
+    /// receivers from it and can tell whether anyone still holds one.
+    tx: Arc<watch::Sender<T>>,
     used: Instant,
     stop: CancellationToken,
 }
@@ -109,7 +113,7 @@ struct Watch<T> {
 // === impl Watches ===
 
 impl<T: Clone + Send + Sync + 'static> Watches<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             by_authority: Mutex::new(WatchMap {
                 watches: HashMap::new(),
@@ -119,11 +123,14 @@ impl<T: Clone + Send + Sync + 'static> Watches<T> {
     }
 
     /// The watch for `authority`, starting `follow` for it on first use.
-    fn get<F>(
+    /// A stream is stopped once nobody has asked for it for
+    /// [`IDLE_EVICT`] *and* no receiver handed out is still held (the
+    /// proxy's per-target stacks hold theirs for as long as they live).
+    pub(crate) fn get<F>(
         &self,
         authority: &str,
         initial: T,
-        follow: impl FnOnce(watch::Sender<T>, CancellationToken) -> F,
+        follow: impl FnOnce(Arc<watch::Sender<T>>, CancellationToken) -> F,
     ) -> watch::Receiver<T>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -136,7 +143,7 @@ impl<T: Clone + Send + Sync + 'static> Watches<T> {
         if now.duration_since(map.swept) > SWEEP_EVERY {
             map.swept = now;
             map.watches.retain(|_, w| {
-                let keep = now.duration_since(w.used) < IDLE_EVICT;
+                let keep = now.duration_since(w.used) < IDLE_EVICT || w.tx.receiver_count() > 0;
                 if !keep {
                     w.stop.cancel();
                 }
@@ -146,21 +153,46 @@ impl<T: Clone + Send + Sync + 'static> Watches<T> {
         let watches = &mut map.watches;
         if let Some(w) = watches.get_mut(authority) {
             w.used = now;
-            return w.rx.clone();
+            return w.tx.subscribe();
         }
-        let (tx, rx) = watch::channel(initial);
+        let tx = Arc::new(watch::Sender::new(initial));
         let stop = CancellationToken::new();
-        tokio::spawn(follow(tx, stop.clone()));
+        tokio::spawn(follow(tx.clone(), stop.clone()));
+        let rx = tx.subscribe();
         watches.insert(
             authority.to_string(),
             Watch {
-                rx: rx.clone(),
+                tx,
                 used: now,
                 stop,
             },
         );
         rx
     }
+
+    /// Streams currently followed (tests, diagnostics).
+    pub(crate) fn len(&self) -> usize {
+        self.by_authority
+            .lock()
+            .map(|m| m.watches.len())
+            .unwrap_or_default()
+    }
+}
+
+/// Waits at most `timeout` for `rx`'s first answer (`answered`), without
+/// a timer when it already has one (the common case: a cached watch).
+pub async fn first_answer<T>(
+    rx: &mut watch::Receiver<T>,
+    timeout: Duration,
+    answered: impl Fn(&T) -> bool,
+) -> bool {
+    if answered(&rx.borrow()) {
+        return true;
+    }
+    matches!(
+        tokio::time::timeout(timeout, rx.wait_for(|v| answered(v))).await,
+        Ok(Ok(_))
+    )
 }
 
 // === impl Discovery ===
@@ -178,37 +210,55 @@ impl Discovery {
         }
     }
 
-    /// The resolution of `authority` (`name:port`), waiting at most
-    /// `timeout` for the first answer.
-    pub async fn resolve(&self, authority: &str, timeout: Duration) -> Resolution {
+    /// The endpoints of `authority` (`name:port`) as a watch: starts with
+    /// [`Resolution::Pending`] until the controller answers, then follows
+    /// every update. Holding the receiver keeps the stream alive.
+    pub fn watch_endpoints(&self, authority: &str) -> watch::Receiver<Resolution> {
         let client = self.inner.client.clone();
         let name = authority.to_string();
-        let mut rx = self
-            .inner
+        self.inner
             .endpoints
             .get(authority, Resolution::Pending, move |tx, stop| {
                 follow(client, name, tx, stop)
-            });
-        let first = tokio::time::timeout(timeout, rx.wait_for(|r| *r != Resolution::Pending)).await;
-        match first {
-            Ok(Ok(r)) => r.clone(),
-            _ => Resolution::Pending,
-        }
+            })
+    }
+
+    /// The profile of `authority` as a watch (`None` until the first
+    /// answer).
+    pub fn watch_profile(&self, authority: &str) -> watch::Receiver<Option<Arc<Profile>>> {
+        let client = self.inner.client.clone();
+        let name = authority.to_string();
+        self.inner.profiles.get(authority, None, move |tx, stop| {
+            follow_profile(client, name, tx, stop)
+        })
+    }
+
+    /// The resolution of `authority` (`name:port`), waiting at most
+    /// `timeout` for the first answer.
+    pub async fn resolve(&self, authority: &str, timeout: Duration) -> Resolution {
+        let mut rx = self.watch_endpoints(authority);
+        first_answer(&mut rx, timeout, |r| *r != Resolution::Pending).await;
+        let r = rx.borrow().clone();
+        r
     }
 
     /// The profile of `authority`, waiting at most `timeout` for the first
     /// answer (`None`: none yet; route by the name itself).
-    pub async fn profile(&self, authority: &str, timeout: Duration) -> Option<Profile> {
-        let client = self.inner.client.clone();
-        let name = authority.to_string();
-        let mut rx = self.inner.profiles.get(authority, None, move |tx, stop| {
-            follow_profile(client, name, tx, stop)
-        });
-        let first = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
-        match first {
-            Ok(Ok(p)) => p.clone(),
-            _ => None,
-        }
+    pub async fn profile(&self, authority: &str, timeout: Duration) -> Option<Arc<Profile>> {
+        let mut rx = self.watch_profile(authority);
+        first_answer(&mut rx, timeout, Option::is_some).await;
+        let p = rx.borrow().clone();
+        p
+    }
+
+    /// Streams currently followed, by kind: endpoints, profiles, policies
+    /// (tests, diagnostics).
+    pub fn streams(&self) -> (usize, usize, usize) {
+        (
+            self.inner.endpoints.len(),
+            self.inner.profiles.len(),
+            self.inner.policies.watches.len(),
+        )
     }
 }
 
@@ -250,7 +300,7 @@ fn request(authority: &str) -> GetDestination {
 async fn follow(
     client: DestinationClient<Channel>,
     authority: String,
-    tx: watch::Sender<Resolution>,
+    tx: Arc<watch::Sender<Resolution>>,
     stop: CancellationToken,
 ) {
     let mut endpoints: BTreeMap<SocketAddr, DiscoveredEndpoint> = BTreeMap::new();
@@ -284,7 +334,7 @@ async fn follow(
 async fn follow_profile(
     client: DestinationClient<Channel>,
     authority: String,
-    tx: watch::Sender<Option<Profile>>,
+    tx: Arc<watch::Sender<Option<Arc<Profile>>>>,
     stop: CancellationToken,
 ) {
     let call = |authority: &str| {
@@ -322,7 +372,7 @@ async fn follow_profile(
             opaque: p.opaque_protocol,
         };
         tracing::debug!(%authority, ?profile, "profile update");
-        tx.send_replace(Some(profile));
+        tx.send_replace(Some(Arc::new(profile)));
     };
     let refused = |status: &tonic::Status| {
         let ours = matches!(
@@ -330,7 +380,7 @@ async fn follow_profile(
             tonic::Code::Unimplemented | tonic::Code::InvalidArgument
         );
         if ours {
-            tx.send_replace(Some(Profile::default()));
+            tx.send_replace(Some(Arc::default()));
         }
         ours
     };

@@ -30,7 +30,6 @@ use linkerd2_proxy_api::outbound::{
 };
 use regex::Regex;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -39,7 +38,7 @@ use tonic::transport::Channel;
 /// authority (`None` until the first answer).
 pub(super) struct Policies {
     client: OutboundPoliciesClient<Channel>,
-    watches: Watches<Option<Arc<Policy>>>,
+    pub(super) watches: Watches<Option<Arc<Policy>>>,
 }
 
 /// What the proxy applies from a name's outbound policy: its HTTP route
@@ -146,24 +145,17 @@ impl Policies {
 // === impl Discovery ===
 
 impl Discovery {
-    /// The outbound policy of `authority` (`name:port`), waiting at most
-    /// `timeout` for the first answer (`None`: none yet; route by the
-    /// profile alone).
-    pub async fn policy(&self, authority: &str, timeout: Duration) -> Option<Arc<Policy>> {
+    /// The outbound policy of `authority` (`name:port`) as a watch
+    /// (`None` until the first answer: route by the profile alone).
+    pub fn watch_policy(&self, authority: &str) -> watch::Receiver<Option<Arc<Policy>>> {
         let client = self.inner.policies.client.clone();
         let name = authority.to_string();
-        let mut rx = self
-            .inner
+        self.inner
             .policies
             .watches
             .get(authority, None, move |tx, stop| {
                 follow_policy(client, name, tx, stop)
-            });
-        let first = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
-        match first {
-            Ok(Ok(p)) => p.clone(),
-            _ => None,
-        }
+            })
     }
 }
 
@@ -171,7 +163,7 @@ impl Discovery {
 async fn follow_policy(
     client: OutboundPoliciesClient<Channel>,
     authority: String,
-    tx: watch::Sender<Option<Arc<Policy>>>,
+    tx: Arc<watch::Sender<Option<Arc<Policy>>>>,
     stop: CancellationToken,
 ) {
     let call = |authority: &str| {
@@ -751,6 +743,8 @@ mod tests {
         assert_eq!(first(&p, &req("GET", "/", &[])), None);
     }
 
+    use std::time::Duration;
+
     /// A controller without the API (here: a gRPC server with only the
     /// health service) answers `Unimplemented`: no rules, at once.
     #[tokio::test]
@@ -768,10 +762,11 @@ mod tests {
             .connect_lazy();
         let discovery = Discovery::new(channel);
         let started = std::time::Instant::now();
-        let p = discovery
-            .policy("web.shop.svc.cluster.local:80", Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut rx = discovery.watch_policy("web.shop.svc.cluster.local:80");
+        let answered =
+            crate::discovery::first_answer(&mut rx, Duration::from_secs(5), Option::is_some).await;
+        assert!(answered);
+        let p = rx.borrow().clone().unwrap();
         assert!(p.is_empty());
         assert!(
             started.elapsed() < Duration::from_secs(2),

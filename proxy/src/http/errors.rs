@@ -44,6 +44,14 @@ pub enum ProxyError {
         /// How many endpoints it has.
         endpoints: usize,
     },
+    /// The backend has had no ready endpoint for its fail-fast timeout:
+    /// requests fail at once until one is ready again.
+    #[error(transparent)]
+    FailFast(#[from] weft_proxy_stack::FailFast),
+    /// The listener has as many requests in flight as it allows: shed
+    /// rather than queue without bound.
+    #[error("{0}")]
+    Overloaded(#[from] weft_proxy_stack::Overloaded),
     /// The route's timeout passed before a response (retries included).
     #[error("route {route:?} timed out after {timeout:?}")]
     RouteTimeout {
@@ -95,9 +103,10 @@ impl ProxyError {
             ProxyError::NoTarget => StatusCode::BAD_REQUEST,
             ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RouteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoEndpoints(_) | ProxyError::AllFailing { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoints(_)
+            | ProxyError::AllFailing { .. }
+            | ProxyError::FailFast(_)
+            | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Resolve { .. }
             | ProxyError::Loop(_)
             | ProxyError::Connect(_)

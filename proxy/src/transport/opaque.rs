@@ -1,7 +1,7 @@
 //! Opaque TCP forwarding: bytes in, bytes out, nothing interpreted.
 
 use super::connect::connect_endpoint;
-use crate::discovery::balance::InFlight;
+use crate::balance::InFlight;
 use crate::identity::LocalIdentity;
 use crate::metrics::{Direction, TcpMetrics};
 use std::net::SocketAddr;

@@ -1,4 +1,6 @@
-//! Power of two choices over peak-EWMA load.
+//! Power of two choices over peak-EWMA load: the endpoint choice of one
+//! backend (the outbound stack builds one [`PeakEwma`] per concrete
+//! target, see [`crate::outbound::concrete`]).
 //!
 //! For each request two distinct endpoints are drawn at random and the one
 //! with the lower cost wins, where cost = RTT estimate × (requests in
@@ -22,7 +24,7 @@
 //! behind endpoints known to fail. Latency alone never ejects: slowness
 //! is what peak-EWMA handles.
 
-use super::DiscoveredEndpoint;
+use crate::discovery::DiscoveredEndpoint;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -161,6 +163,17 @@ impl PeakEwma {
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self
+    }
+
+    /// A balancer with the same settings and no load state of its own
+    /// yet: each backend gets one, so one service's estimates never sway
+    /// another's picks.
+    pub fn fresh(&self) -> Self {
+        Self {
+            next: Arc::default(),
+            loads: Arc::default(),
+            ..self.clone()
+        }
     }
 
     /// The same balancer with these failure accrual settings.
