@@ -116,6 +116,13 @@ impl NewService<Concrete> for NewConcrete {
 
     fn new_service(&self, target: Concrete) -> ConcreteService {
         let endpoints = self.discovery.watch_endpoints(&target.authority);
+        self.build(target, endpoints)
+    }
+}
+
+impl NewConcrete {
+    /// The stack of `target`, balancing over `endpoints`.
+    fn build(&self, target: Concrete, endpoints: watch::Receiver<Resolution>) -> ConcreteService {
         let name = target.authority.clone();
         let balance = Balance {
             shared: Arc::new(Shared {
@@ -300,5 +307,220 @@ impl tower::Service<Request<BoxBody>> for Balance {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{Accrual, Strategy};
+    use crate::drain::Drain;
+    use crate::http::body;
+    use crate::http::client::{ClientSettings, Clients};
+    use crate::http::forward::Forward;
+    use crate::metrics::{Direction, Metrics};
+    use std::time::Duration;
+    use tower::Service;
+
+    const LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4140);
+
+    fn new_concrete(strategy: Strategy, accrual: Accrual) -> NewConcrete {
+        let metrics = Metrics::new(false, Default::default());
+        let clients = Clients::new(
+            ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(3),
+            },
+            metrics.tcp.clone(),
+            Direction::Outbound,
+            None,
+        );
+        let forward = Forward::new(
+            clients,
+            Drain::new(),
+            metrics.tcp.clone(),
+            Direction::Outbound,
+            Duration::from_secs(1),
+        );
+        // Never dialled: the tests hand the stack its endpoints directly.
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        NewConcrete::new(
+            Discovery::new(channel),
+            PeakEwma::default()
+                .with_strategy(strategy)
+                .with_accrual(accrual),
+            QueueConfig {
+                capacity: 2,
+                failfast_timeout: Duration::from_secs(3),
+            },
+            NewEndpoint::new(forward),
+            crate::outbound::router::is_listener,
+            LISTEN,
+        )
+    }
+
+    fn endpoints(ports: &[u16]) -> Resolution {
+        Resolution::Endpoints(Arc::new(
+            ports
+                .iter()
+                .map(|p| DiscoveredEndpoint {
+                    addr: SocketAddr::from(([10, 0, 0, 1], *p)),
+                    identity: None,
+                    h2: false,
+                    labels: Arc::from(Vec::new()),
+                })
+                .collect(),
+        ))
+    }
+
+    fn backend(
+        new: &NewConcrete,
+        initial: Resolution,
+    ) -> (ConcreteService, watch::Sender<Resolution>) {
+        let (tx, rx) = watch::channel(initial);
+        let target = Concrete {
+            authority: "api.test.svc.cluster.local:80".into(),
+        };
+        (new.build(target, rx), tx)
+    }
+
+    fn poll_ready(svc: &mut ConcreteService) -> Poll<Result<(), ProxyError>> {
+        let waker = futures::task::noop_waker();
+        svc.poll_ready(&mut Context::from_waker(&waker))
+    }
+
+    async fn call_error(svc: &mut ConcreteService) -> ProxyError {
+        match svc.call(Request::new(body::empty())).await {
+            Ok(rsp) => panic!("expected an error, got {}", rsp.status()),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_without_an_answer_queues_then_fails_fast() {
+        let new = new_concrete(Strategy::PeakEwma, Accrual::default());
+        let (mut svc, _tx) = backend(&new, Resolution::Pending);
+        assert!(poll_ready(&mut svc).is_pending());
+        tokio::time::advance(Duration::from_millis(2_900)).await;
+        assert!(poll_ready(&mut svc).is_pending(), "too early to fail fast");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        assert!(svc.in_failfast());
+        let e = call_error(&mut svc).await;
+        assert_eq!(e.status(), 503);
+        let message = e.to_string();
+        assert!(
+            message.contains("api.test.svc.cluster.local:80"),
+            "{message}"
+        );
+        assert!(message.contains("fail-fast"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_loses_its_endpoints_waits_for_new_ones() {
+        let new = new_concrete(Strategy::PeakEwma, Accrual::default());
+        let (mut svc, tx) = backend(&new, endpoints(&[1]));
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        tx.send_replace(endpoints(&[]));
+        assert!(
+            poll_ready(&mut svc).is_pending(),
+            "lost its endpoints: waits"
+        );
+        // A waiter is woken by the new endpoints, before the fail-fast deadline.
+        let mut waiter = svc.clone();
+        let ready =
+            tokio::spawn(async move { futures::future::poll_fn(|cx| waiter.poll_ready(cx)).await });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tx.send_replace(endpoints(&[2]));
+        assert!(ready.await.unwrap().is_ok());
+        assert!(!svc.in_failfast());
+        // Gone again for longer than the timeout: fail-fast, until one returns.
+        tx.send_replace(endpoints(&[]));
+        assert!(poll_ready(&mut svc).is_pending());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        assert!(svc.in_failfast());
+        assert!(matches!(
+            call_error(&mut svc).await,
+            ProxyError::FailFast(_)
+        ));
+        tx.send_replace(endpoints(&[3]));
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        assert!(!svc.in_failfast());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_backend_fails_at_once() {
+        let new = new_concrete(Strategy::PeakEwma, Accrual::default());
+        let (mut svc, _tx) = backend(&new, endpoints(&[]));
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        let e = call_error(&mut svc).await;
+        assert!(
+            matches!(e, ProxyError::NoEndpoints(ref n) if n == "api.test.svc.cluster.local:80"),
+            "{e}"
+        );
+        assert!(!svc.in_failfast());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_whose_endpoints_are_all_ejected_fails_at_once() {
+        let accrual = Accrual {
+            max_failures: 1,
+            ..Accrual::default()
+        };
+        let new = new_concrete(Strategy::PeakEwma, accrual);
+        let (mut svc, _tx) = backend(&new, endpoints(&[1]));
+        let (_, _, in_flight) = svc.pick_opaque().unwrap();
+        in_flight.failed();
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        let e = call_error(&mut svc).await;
+        assert!(
+            matches!(e, ProxyError::AllFailing { endpoints: 1, .. }),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_that_is_this_proxy_is_refused() {
+        let new = new_concrete(Strategy::PeakEwma, Accrual::default());
+        let (tx, rx) = watch::channel(Resolution::Endpoints(Arc::new(vec![DiscoveredEndpoint {
+            addr: LISTEN,
+            identity: None,
+            h2: false,
+            labels: Arc::from(Vec::new()),
+        }])));
+        let target = Concrete {
+            authority: "loop:80".into(),
+        };
+        let mut svc = new.build(target, rx);
+        assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+        assert!(matches!(call_error(&mut svc).await, ProxyError::Loop(a) if a == LISTEN));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_backend_balances_with_its_own_state() {
+        let new = new_concrete(Strategy::RoundRobin, Accrual::default());
+        let (a, _ta) = backend(&new, endpoints(&[1, 2]));
+        let (b, _tb) = backend(&new, endpoints(&[1, 2]));
+        let port = |svc: &ConcreteService| svc.pick_opaque().unwrap().0.port();
+        assert_eq!([port(&a), port(&a), port(&a)], [1, 2, 1]);
+        // `b`'s turn counter is its own: it starts at the first endpoint.
+        assert_eq!([port(&b), port(&b)], [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_connections_steer_a_backends_picks() {
+        let new = new_concrete(Strategy::LeastLoaded, Accrual::default());
+        let (a, _ta) = backend(&new, endpoints(&[1, 2]));
+        // An open connection on one endpoint steers picks to the other.
+        let (busy, _, guard) = a.pick_opaque().unwrap();
+        let open = guard.established();
+        for _ in 0..10 {
+            let (other, _, _) = a.pick_opaque().unwrap();
+            assert_ne!(other, busy);
+        }
+        drop(open);
     }
 }

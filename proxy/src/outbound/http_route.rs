@@ -215,3 +215,206 @@ fn clone_head(parts: &http::request::Parts, body: BoxBody) -> Request<BoxBody> {
     *req.headers_mut() = parts.headers.clone();
     req
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Direction, Metrics};
+    use crate::route::DEFAULT_ROUTE;
+    use linkerd2_proxy_api::destination as api;
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Backends that answer each attempt from a script: after `delay`,
+    /// `status` (or an error for 0); they record every attempt's
+    /// `l5d-retry-attempt` header.
+    #[derive(Default)]
+    struct Scripted {
+        script: Mutex<VecDeque<(Duration, u16)>>,
+        attempts: Mutex<Vec<Option<String>>>,
+    }
+
+    impl Scripted {
+        fn new(script: &[(u64, u16)]) -> Arc<Self> {
+            Arc::new(Self {
+                script: Mutex::new(
+                    script
+                        .iter()
+                        .map(|(ms, s)| (Duration::from_millis(*ms), *s))
+                        .collect(),
+                ),
+                attempts: Mutex::default(),
+            })
+        }
+
+        fn attempts(&self) -> Vec<Option<String>> {
+            self.attempts.lock().unwrap().clone()
+        }
+    }
+
+    impl Backends for Arc<Scripted> {
+        fn send(&self, req: Request<BoxBody>) -> BoxResponse {
+            let header = req
+                .headers()
+                .get(headers::L5D_RETRY_ATTEMPT)
+                .map(|v| v.to_str().unwrap().to_string());
+            self.attempts.lock().unwrap().push(header);
+            let (delay, status) = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((Duration::ZERO, 200));
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                if status == 0 {
+                    return Err(ProxyError::NoEndpoints("api:80".into()));
+                }
+                Ok(Response::builder()
+                    .status(status)
+                    .body(body::empty())
+                    .unwrap())
+            })
+        }
+    }
+
+    fn wire_route(retryable: bool, timeout_ms: Option<i32>) -> api::Route {
+        api::Route {
+            condition: Some(api::RequestMatch {
+                r#match: Some(api::request_match::Match::Path(api::PathMatch {
+                    regex: "/.*".into(),
+                })),
+            }),
+            metrics_labels: HashMap::from([("route".to_string(), "all".to_string())]),
+            is_retryable: retryable,
+            timeout: timeout_ms.map(|ms| prost_types::Duration {
+                seconds: 0,
+                nanos: ms * 1_000_000,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The route layer for `route` under a budget of `ratio` retries per
+    /// request plus `per_second`.
+    fn http_route(
+        route: api::Route,
+        ratio: f32,
+        per_second: u32,
+        backends: Arc<Scripted>,
+    ) -> HttpRoute<Arc<Scripted>> {
+        let budget = api::RetryBudget {
+            retry_ratio: ratio,
+            min_retries_per_second: per_second,
+            ttl: Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+        };
+        let policy = Arc::new(RoutePolicy::compile(&[route], Some(&budget), None));
+        let route = policy.route_for(&Method::GET, "/").clone();
+        assert_eq!(&*route.name, "all");
+        let metrics = Metrics::new(false, Default::default()).route;
+        let labels = metrics.labels(Direction::Outbound, &"api:80".into(), &route.name);
+        HttpRoute::new(route, policy, labels, metrics, backends)
+    }
+
+    fn get(body: BoxBody) -> Request<BoxBody> {
+        Request::get("http://api/").body(body).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_are_retried_until_one_succeeds() {
+        let backends = Scripted::new(&[(0, 500), (0, 503), (0, 200)]);
+        let route = http_route(wire_route(true, None), 0.2, 10, backends.clone());
+        let rsp = route.serve(get(body::empty())).await;
+        assert_eq!(rsp.status(), 200);
+        let record = rsp.extensions().get::<RouteRecord>().unwrap();
+        assert!(record.actual);
+        assert_eq!(
+            backends.attempts(),
+            [None, Some("2".to_string()), Some("3".to_string())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_that_is_not_retryable_makes_one_attempt() {
+        let backends = Scripted::new(&[(0, 500), (0, 200)]);
+        let route = http_route(wire_route(false, None), 0.2, 10, backends.clone());
+        assert_eq!(route.serve(get(body::empty())).await.status(), 500);
+        assert_eq!(backends.attempts().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_is_spent() {
+        // No ratio and no floor: not a single retry is affordable.
+        let backends = Scripted::new(&[(0, 500), (0, 200)]);
+        let route = http_route(wire_route(true, None), 0.0, 0, backends.clone());
+        assert_eq!(route.serve(get(body::empty())).await.status(), 500);
+        assert_eq!(backends.attempts().len(), 1);
+
+        // One retry per request: the first request's deposit pays for
+        // exactly one retry.
+        let backends = Scripted::new(&[(0, 500), (0, 500), (0, 200)]);
+        let route = http_route(wire_route(true, None), 1.0, 0, backends.clone());
+        assert_eq!(route.serve(get(body::empty())).await.status(), 500);
+        assert_eq!(backends.attempts().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_never_exceed_the_attempt_cap() {
+        let script: Vec<(u64, u16)> = (0..20).map(|_| (0, 500)).collect();
+        let backends = Scripted::new(&script);
+        let route = http_route(wire_route(true, None), 1000.0, 1000, backends.clone());
+        assert_eq!(route.serve(get(body::empty())).await.status(), 500);
+        assert_eq!(backends.attempts().len(), MAX_ATTEMPTS as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_covers_every_attempt() {
+        // Each attempt fails after 400 ms; the route allows 1 s in all.
+        let backends = Scripted::new(&[(400, 500), (400, 500), (400, 500), (400, 200)]);
+        let route = http_route(
+            wire_route(true, Some(1_000)),
+            1000.0,
+            1000,
+            backends.clone(),
+        );
+        let started = tokio::time::Instant::now();
+        let rsp = route.serve(get(body::empty())).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(rsp.status(), 504);
+        let reason = rsp.headers()["l5d-proxy-error"].to_str().unwrap();
+        assert!(reason.contains("timed out"), "{reason}");
+        // The third attempt started at 800 ms and was cut off.
+        assert_eq!(backends.attempts().len(), 3);
+        assert!(!rsp.extensions().get::<RouteRecord>().unwrap().actual);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_too_large_to_keep_is_sent_once() {
+        let backends = Scripted::new(&[(0, 500), (0, 200)]);
+        let route = http_route(wire_route(true, None), 1000.0, 1000, backends.clone());
+        let big = body::full(vec![b'x'; MAX_REPLAY_BYTES + 1]);
+        assert_eq!(route.serve(get(big)).await.status(), 500);
+        assert_eq!(backends.attempts().len(), 1);
+        // A small body is kept and replayed.
+        let backends = Scripted::new(&[(0, 500), (0, 200)]);
+        let route = http_route(wire_route(true, None), 1000.0, 1000, backends.clone());
+        assert_eq!(route.serve(get(body::full("small"))).await.status(), 200);
+        assert_eq!(backends.attempts().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backend_errors_become_responses_the_route_metrics_count() {
+        let backends = Scripted::new(&[(0, 0)]);
+        let route = http_route(wire_route(false, None), 0.2, 10, backends.clone());
+        let rsp = route.serve(get(body::empty())).await;
+        assert_eq!(rsp.status(), 503);
+        let record = rsp.extensions().get::<RouteRecord>().unwrap();
+        assert!(!record.actual);
+        assert_eq!(&*record.labels.rt_route, "all");
+        assert_ne!(&*record.labels.rt_route, DEFAULT_ROUTE);
+    }
+}
