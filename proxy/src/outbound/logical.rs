@@ -141,21 +141,26 @@ where
     /// already has: then no timer is set at all.
     pub async fn discovered(&self) -> bool {
         let inner = &self.inner;
-        let (mut endpoints, mut profile, mut policy) = (
-            inner.endpoints.clone(),
-            inner.profile.clone(),
-            inner.policy.clone(),
-        );
-        // The profile and policy are waited for too, so the first request
-        // already follows the target's routes and splits.
-        tokio::join!(
-            first_answer(&mut endpoints, DISCOVERY_TIMEOUT, |r| {
-                *r != Resolution::Pending
-            }),
-            first_answer(&mut profile, DISCOVERY_TIMEOUT, Option::is_some),
-            first_answer(&mut policy, DISCOVERY_TIMEOUT, Option::is_some),
-        );
-        let served = matches!(*endpoints.borrow(), Resolution::Endpoints(_));
+        let answered = !matches!(*inner.endpoints.borrow(), Resolution::Pending)
+            && inner.profile.borrow().is_some()
+            && inner.policy.borrow().is_some();
+        if !answered {
+            let (mut endpoints, mut profile, mut policy) = (
+                inner.endpoints.clone(),
+                inner.profile.clone(),
+                inner.policy.clone(),
+            );
+            // The profile and policy are waited for too, so the first
+            // request already follows the target's routes and splits.
+            tokio::join!(
+                first_answer(&mut endpoints, DISCOVERY_TIMEOUT, |r| {
+                    *r != Resolution::Pending
+                }),
+                first_answer(&mut profile, DISCOVERY_TIMEOUT, Option::is_some),
+                first_answer(&mut policy, DISCOVERY_TIMEOUT, Option::is_some),
+            );
+        }
+        let served = matches!(*inner.endpoints.borrow(), Resolution::Endpoints(_));
         served
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! - **A bounded queue.** At most [`QueueConfig::capacity`] callers hold a slot while they
 //!   wait. Callers beyond that are *pushed back* (their `poll_ready` stays pending without a
-//!   slot), so the pressure reaches the connection, which stops reading, instead of piling up
-//!   requests in memory.
+//!   slot): the queue itself holds nothing, and what a caller holds while it waits is bounded
+//!   by the listener's concurrency limit ([`crate::ConcurrencyLimit`]) and by fail-fast.
 //! - **Fail-fast.** If the backend has not been ready for [`QueueConfig::failfast_timeout`],
 //!   the queue stops waiting: every waiter, and every new request, fails at once with
 //!   [`FailFast`] until the backend is ready again. A client gets a quick error it can retry
