@@ -109,6 +109,17 @@ type Accepting = PrefixedIo<MeteredIo<TcpStream>>;
 // === impl Side ===
 
 impl Side {
+    /// The forwarder of this side's HTTP requests, through `clients`.
+    pub fn forward(&self, clients: crate::http::client::Clients) -> crate::http::forward::Forward {
+        crate::http::forward::Forward::new(
+            clients,
+            self.drain.clone(),
+            self.tcp.clone(),
+            self.direction,
+            self.connect_timeout,
+        )
+    }
+
     /// Handles one accepted connection. `target` is where opaque traffic
     /// goes (`None`: nowhere known); `http` builds the HTTP stack, given
     /// the connection's TLS status, if the connection speaks HTTP.

@@ -55,8 +55,9 @@ async fn queued(proxy: &ProxyProcess, within: Duration) -> bool {
         .is_err()
 }
 
-#[tokio::test]
-async fn a_backend_that_loses_its_endpoints_queues_then_fails_fast_and_recovers() {
+/// Service `api` with one plain endpoint, and a client proxy configured
+/// with `env` that has been served by it.
+async fn serving(env: (&str, &str)) -> (FileDiscovery, HttpBackend, ProxyProcess) {
     let mut d = FileDiscovery::start(&controller_bin!(), None, &["api"])
         .await
         .unwrap();
@@ -65,12 +66,18 @@ async fn a_backend_that_loses_its_endpoints_queues_then_fails_fast_and_recovers(
         .ctl()
         .client_proxy(proxy_bin!(), NS, "web")
         .unwrap()
-        .env("WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT", "2s")
+        .env(env.0, env.1)
         .spawn()
         .await
         .unwrap();
     d.set_endpoints("api", &[backend.addr]).await.unwrap();
     until_status(&web, 200).await;
+    (d, backend, web)
+}
+
+#[tokio::test]
+async fn a_backend_that_loses_its_endpoints_queues_then_fails_fast_and_recovers() {
+    let (mut d, backend, web) = serving(("WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT", "2s")).await;
 
     // The endpoint goes away: requests wait for a new one...
     d.set_endpoints("api", &[]).await.unwrap();
@@ -134,20 +141,8 @@ async fn a_backend_that_loses_its_endpoints_queues_then_fails_fast_and_recovers(
 
 #[tokio::test]
 async fn requests_over_the_listener_limit_are_shed_at_once() {
-    let mut d = FileDiscovery::start(&controller_bin!(), None, &["api"])
-        .await
-        .unwrap();
-    let backend = HttpBackend::start().await;
-    let web = d
-        .ctl()
-        .client_proxy(proxy_bin!(), NS, "web")
-        .unwrap()
-        .env("WEFT_PROXY_OUTBOUND_MAX_IN_FLIGHT", "2")
-        .spawn()
-        .await
-        .unwrap();
-    d.set_endpoints("api", &[backend.addr]).await.unwrap();
-    until_status(&web, 200).await;
+    // The controller must outlive the test: `_d` keeps it.
+    let (_d, backend, web) = serving(("WEFT_PROXY_OUTBOUND_MAX_IN_FLIGHT", "2")).await;
 
     // Two slow requests hold both slots...
     let base = backend.requests();

@@ -20,7 +20,6 @@ use self::to_app::ToApp;
 use crate::conn::{Side, Target};
 use crate::http::client::Clients;
 use crate::http::errors::NewErrors;
-use crate::http::forward::Forward;
 use crate::http::metrics::NewMetrics;
 use crate::http::server::HttpService;
 use crate::metrics::{HttpMetrics, Tls};
@@ -34,7 +33,7 @@ pub struct Inbound {
     side: Side,
     forward_to: Option<SocketAddr>,
     http_metrics: HttpMetrics,
-    forward: Forward,
+    forward: crate::http::forward::Forward,
     limit: Limit,
 }
 
@@ -49,13 +48,7 @@ impl Inbound {
         clients: Clients,
         max_in_flight: usize,
     ) -> Self {
-        let forward = Forward::new(
-            clients,
-            side.drain.clone(),
-            side.tcp.clone(),
-            side.direction,
-            side.connect_timeout,
-        );
+        let forward = side.forward(clients);
         Self {
             side,
             forward_to,

@@ -38,7 +38,6 @@ use crate::conn::{Balanced, Side, Target};
 use crate::discovery::{Discovery, Resolution};
 use crate::http::client::Clients;
 use crate::http::errors::NewErrors;
-use crate::http::forward::Forward;
 use crate::http::metrics::NewMetrics;
 use crate::http::server::HttpService;
 use crate::metrics::{HttpMetrics, RouteMetrics};
@@ -97,13 +96,7 @@ impl Outbound {
         settings: OutboundSettings,
     ) -> Self {
         let (http_metrics, route_metrics) = metrics;
-        let forward = Forward::new(
-            clients,
-            side.drain.clone(),
-            side.tcp.clone(),
-            side.direction,
-            side.connect_timeout,
-        );
+        let forward = side.forward(clients);
         // Innermost first: endpoint → concrete (balancer behind a queue,
         // one per backend) → logical (routes and splits, one per target).
         let endpoint = NewEndpoint::new(forward);
