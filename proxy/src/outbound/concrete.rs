@@ -121,6 +121,11 @@ impl NewService<Concrete> for NewConcrete {
 }
 
 impl NewConcrete {
+    /// Where backends' endpoints are discovered.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
     /// The stack of `target`, balancing over `endpoints`.
     fn build(&self, target: Concrete, endpoints: watch::Receiver<Resolution>) -> ConcreteService {
         let name = target.authority.clone();
@@ -146,6 +151,17 @@ impl NewConcrete {
 // === impl ConcreteService ===
 
 impl ConcreteService {
+    /// The balancer's shared state (tests: two handles on one stack).
+    #[cfg(test)]
+    pub(crate) fn balance_state(&self) -> Arc<impl Sized> {
+        self.balance.shared.clone()
+    }
+
+    /// The backend this stack sends to.
+    pub fn target(&self) -> &Concrete {
+        &self.balance.shared.target
+    }
+
     /// True while the backend fails requests fast.
     pub fn in_failfast(&self) -> bool {
         self.queue.in_failfast()
@@ -311,7 +327,7 @@ impl tower::Service<Request<BoxBody>> for Balance {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::balance::{Accrual, Strategy};
     use crate::drain::Drain;
@@ -325,7 +341,8 @@ mod tests {
     const LISTEN: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4140);
 
-    fn new_concrete(strategy: Strategy, accrual: Accrual) -> NewConcrete {
+    /// A concrete stack builder whose discovery is never dialled.
+    pub(crate) fn new_concrete(strategy: Strategy, accrual: Accrual) -> NewConcrete {
         let metrics = Metrics::new(false, Default::default());
         let clients = Clients::new(
             ClientSettings {

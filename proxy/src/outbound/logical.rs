@@ -267,3 +267,91 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{Accrual, Strategy};
+    use crate::metrics::Metrics;
+    use weft_proxy_stack::{CacheConfig, NewCache};
+
+    const API: &str = "api.shop.svc.cluster.local:80";
+
+    fn logical() -> LogicalService<NewCache<Concrete, super::super::concrete::NewConcrete>> {
+        let new_concrete =
+            super::super::concrete::tests::new_concrete(Strategy::PeakEwma, Accrual::default());
+        let discovery = new_concrete.discovery().clone();
+        let concretes = NewCache::new(
+            new_concrete,
+            CacheConfig {
+                idle: Duration::from_secs(60),
+                capacity: 100,
+            },
+        );
+        let metrics = Metrics::new(false, Default::default()).route;
+        NewLogical::new(discovery, concretes, metrics).new_service(Logical {
+            authority: API.into(),
+        })
+    }
+
+    fn chosen<C>(backends: &Backends<C>) -> String
+    where
+        C: NewService<Concrete, Service = ConcreteService>,
+    {
+        let req = Request::get("http://api/").body(()).unwrap();
+        backends.choose(&req).target().authority.to_string()
+    }
+
+    fn backends<C>(logical: &LogicalService<C>, overrides: &[(&str, u32)]) -> Backends<C> {
+        Backends {
+            logical: logical.inner.clone(),
+            profile: Arc::new(Profile {
+                name: API.into(),
+                dst_overrides: overrides.iter().map(|(a, w)| (a.to_string(), *w)).collect(),
+                ..Default::default()
+            }),
+            policy: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_split_requests_go_to_the_target_itself() {
+        let logical = logical();
+        assert_eq!(chosen(&backends(&logical, &[])), API);
+        // Every weight zero: no split in force.
+        assert_eq!(chosen(&backends(&logical, &[("api-v2", 0)])), API);
+    }
+
+    #[tokio::test]
+    async fn split_leaves_get_the_targets_port_and_their_own_stack() {
+        let logical = logical();
+        let split = backends(&logical, &[("api-v2.shop.svc.cluster.local", 1)]);
+        assert_eq!(chosen(&split), "api-v2.shop.svc.cluster.local:80");
+        let ported = backends(&logical, &[("api-v3.shop.svc.cluster.local:8080", 1)]);
+        assert_eq!(chosen(&ported), "api-v3.shop.svc.cluster.local:8080");
+    }
+
+    #[tokio::test]
+    async fn a_leaf_naming_the_target_itself_reuses_its_stack() {
+        let logical = logical();
+        let own = backends(&logical, &[("api.shop.svc.cluster.local", 1)]);
+        let req = Request::get("http://api/").body(()).unwrap();
+        let picked = own.choose(&req);
+        assert_eq!(&*picked.target().authority, API);
+        // The very same stack (shared queue and balancer), not a second one.
+        assert!(Arc::ptr_eq(
+            &picked.balance_state(),
+            &logical.inner.own.balance_state()
+        ));
+    }
+
+    #[tokio::test]
+    async fn leaves_are_chosen_by_weight() {
+        let logical = logical();
+        let split = backends(&logical, &[("a.shop", 900), ("b.shop", 100)]);
+        let picks: Vec<String> = (0..2000).map(|_| chosen(&split)).collect();
+        let a = picks.iter().filter(|p| *p == "a.shop:80").count();
+        assert_eq!(a + picks.iter().filter(|p| *p == "b.shop:80").count(), 2000);
+        assert!((1700..=1900).contains(&a), "{a} of 2000 to the 90% leaf");
+    }
+}
