@@ -15,10 +15,10 @@ use pin_project_lite::pin_project;
 use std::{
     future::{self, Future},
     pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
     sync::Arc,
     task::{ready, Context, Poll},
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Layer;
 
 /// A listener's limit on requests in flight, shared by all its connections.
@@ -26,9 +26,16 @@ use tower::Layer;
 /// Clones share the count: make one per listener and hand a clone to each connection's stack.
 #[derive(Clone, Debug)]
 pub struct Limit {
-    semaphore: Arc<Semaphore>,
+    // A bare counter, not a semaphore: nothing ever waits for a slot, so
+    // taking and freeing one is a compare-and-swap and a decrement, with no
+    // waiter list to lock.
+    in_flight: Arc<AtomicUsize>,
     max: usize,
 }
+
+/// One admitted request's slot in a [`Limit`], freed when dropped.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
 
 /// The error a request over the limit gets at once (load shedding, not queueing).
 #[derive(Clone, Debug, thiserror::Error)]
@@ -58,18 +65,17 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Slot>,
     }
 }
 
 // === impl Limit ===
 
 impl Limit {
-    /// A limit of `max` requests in flight (clamped to what a tokio semaphore can count).
+    /// A limit of `max` requests in flight.
     pub fn new(max: usize) -> Self {
-        let max = max.min(Semaphore::MAX_PERMITS);
         Self {
-            semaphore: Arc::new(Semaphore::new(max)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             max,
         }
     }
@@ -81,7 +87,34 @@ impl Limit {
 
     /// Requests admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.max.saturating_sub(self.semaphore.available_permits())
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot if one is free.
+    fn try_acquire(&self) -> Option<Slot> {
+        let mut current = self.in_flight.load(Ordering::Relaxed);
+        loop {
+            if current >= self.max {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(self.in_flight.clone())),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+// === impl Slot ===
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -117,14 +150,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.limit.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Either::Left(ResponseFuture {
+        match self.limit.try_acquire() {
+            Some(permit) => Either::Left(ResponseFuture {
                 inner: self.inner.call(req),
                 permit: Some(permit),
             }),
-            // No slot (the semaphore is never closed, so that is the only error). The inner
-            // service was readied but is not called, which tower allows.
-            Err(_) => {
+            // No slot. The inner service was readied but is not called, which tower allows.
+            None => {
                 let error = Overloaded {
                     max: self.limit.max,
                 };
@@ -329,10 +361,14 @@ mod tests {
         assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
     }
 
-    #[test]
-    fn an_enormous_limit_is_clamped() {
+    #[tokio::test]
+    async fn an_enormous_limit_admits_and_counts() {
         let limit = Limit::new(usize::MAX);
-        assert_eq!(limit.max(), Semaphore::MAX_PERMITS);
+        assert_eq!(limit.max(), usize::MAX);
+        let mut svc = ConcurrencyLimit::new(Slow::default(), limit.clone());
+        let pending = call(&mut svc);
+        assert_eq!(limit.in_flight(), 1);
+        drop(pending);
         assert_eq!(limit.in_flight(), 0);
     }
 }
