@@ -109,7 +109,11 @@ pub fn run_uninject(args: &UninjectArgs) -> anyhow::Result<()> {
 
 /// Values, trust anchors and native-sidecar support for `--manual`.
 async fn manual_injector(args: &InjectArgs) -> anyhow::Result<Injector> {
-    let values = crate::install::load_values(&args.values, &args.set, false)?;
+    let values = crate::install::load_values(
+        &args.values,
+        &args.set,
+        &crate::install::Shorthands::default(),
+    )?;
     let mut client = None;
     let anchors = match &args.identity_trust_anchors_file {
         Some(path) => std::fs::read_to_string(path)

@@ -4,7 +4,7 @@
 //! (`check`), meshes workloads (`inject`, `uninject`), runs the local demo,
 //! makes identity material and writes ServiceProfiles, and shows the mesh's
 //! golden metrics from the controller's metrics API (`stat`, `edges`,
-//! `routes`, `top`).
+//! `routes`, `top`) and the inbound policy of workloads (`authz`).
 
 mod check;
 mod demo;
@@ -52,6 +52,8 @@ enum Command {
     Routes(viz::routes::RoutesArgs),
     // About and long help come from `TopArgs`.
     Top(viz::top::TopArgs),
+    // About and long help come from `AuthzArgs`.
+    Authz(viz::authz::AuthzArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Edges(args) => runtime.block_on(viz::edges::run(args)),
         Command::Routes(args) => runtime.block_on(viz::routes::run(args)),
         Command::Top(args) => runtime.block_on(viz::top::run(args)),
+        Command::Authz(args) => runtime.block_on(viz::authz::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

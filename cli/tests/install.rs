@@ -204,6 +204,10 @@ fn the_controller_runs_locked_down_with_the_agreed_command_line() {
             "0.0.0.0:8443",
             "--admin-addr",
             "0.0.0.0:9990",
+            "--default-inbound-policy",
+            "all-unauthenticated",
+            "--cluster-networks",
+            "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
         ]
     );
     assert_eq!(c["env"][0]["name"], "WEFT_CONTROLLER_LOG");
@@ -584,6 +588,78 @@ fn bad_values_exit_1_naming_the_key_and_usage_errors_exit_2() {
     );
     refused(&["install", "-o", "xml"], 2);
     refused(&["install", "--crds", "--ha"], 2);
+}
+
+/// The value after `flag` in the controller's command line.
+fn controller_flag(objs: &[Value], flag: &str) -> String {
+    let command = container(objs)["command"].as_array().unwrap().clone();
+    let i = command
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("no {flag} in {command:?}"));
+    command[i + 1].as_str().unwrap().to_owned()
+}
+
+/// The values the controller's injector reads (the ConfigMap).
+fn stored_values(objs: &[Value]) -> Value {
+    let cm = find(objs, "ConfigMap", "weft-config");
+    serde_yaml::from_str(cm["data"]["values.yaml"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn inbound_policy_flags_reach_the_controller_and_the_stored_values() {
+    let objs = install(&[
+        "--default-inbound-policy",
+        "deny",
+        "--cluster-networks",
+        "10.1.0.0/16, fd00::/8",
+    ]);
+    assert_eq!(controller_flag(&objs, "--default-inbound-policy"), "deny");
+    assert_eq!(
+        controller_flag(&objs, "--cluster-networks"),
+        "10.1.0.0/16,fd00::/8",
+        "normalized"
+    );
+    let values = stored_values(&objs);
+    assert_eq!(values["defaultInboundPolicy"], "deny");
+    assert_eq!(values["clusterNetworks"], "10.1.0.0/16,fd00::/8");
+
+    // The flags are shorthands for the values, and win over --set.
+    let objs = install(&["--set", "defaultInboundPolicy=audit"]);
+    assert_eq!(controller_flag(&objs, "--default-inbound-policy"), "audit");
+    let objs = install(&[
+        "--set",
+        "defaultInboundPolicy=audit",
+        "--default-inbound-policy",
+        "cluster-authenticated",
+    ]);
+    assert_eq!(
+        controller_flag(&objs, "--default-inbound-policy"),
+        "cluster-authenticated"
+    );
+
+    // A bad name or network on the flag is a usage error (exit 2), naming
+    // what was wrong and what is accepted; in the values, exit 1 naming the key.
+    let err = refused(&["install", "--default-inbound-policy", "allow"], 2);
+    assert!(
+        err.contains("'allow'") && err.contains("all-authenticated") && err.contains("deny"),
+        "{err}"
+    );
+    let err = refused(&["install", "--cluster-networks", "10.0.0.0/33"], 2);
+    assert!(err.contains("10.0.0.0/33") && err.contains("CIDR"), "{err}");
+    let err = refused(&["install", "--cluster-networks", ","], 2);
+    assert!(err.contains("at least one CIDR"), "{err}");
+    let err = refused(&["install", "--set", "defaultInboundPolicy=allow"], 1);
+    assert!(
+        err.contains("defaultInboundPolicy") && err.contains("cluster-unauthenticated"),
+        "{err}"
+    );
+    let err = refused(&["install", "--set", "clusterNetworks=everything"], 1);
+    assert!(err.contains("clusterNetworks"), "{err}");
+    refused(
+        &["install", "--crds", "--default-inbound-policy", "deny"],
+        2,
+    );
 }
 
 /// `weft identity init` into `dir`, as the docs tell operators to.

@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use weft_metrics_api::api::{
-    EdgeRow, EdgesResponse, ErrorBody, RouteRow, RoutesResponse, StatResponse, StatRow,
-    TopResponse, TopRow,
+    AuthzPortRow, AuthzResponse, AuthzRule, EdgeRow, EdgesResponse, ErrorBody, PolicyRef, RouteRow,
+    RoutesResponse, StatResponse, StatRow, TopResponse, TopRow,
 };
 
 /// Upper bound on one run of `weft`.
@@ -192,6 +192,7 @@ fn stat_rows() -> Vec<StatRow> {
             tcp_open_connections: Some(4),
             tcp_read_bytes_rate: Some(1234.56),
             tcp_write_bytes_rate: Some(30.0),
+            unauthorized: Some(3),
             ..StatRow::default()
         },
     ]
@@ -243,15 +244,15 @@ async fn stat_wide_adds_byte_rates_and_json_is_the_rows() {
     let wide = stdout(&wide);
     let lines: Vec<&str> = wide.lines().collect();
     assert!(
-        lines[0].ends_with("TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC"),
+        lines[0].ends_with("TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC   UNAUTHORIZED"),
         "{wide}"
     );
     assert!(
-        lines[1].ends_with("-          -                -"),
+        lines[1].ends_with("-          -                -                 -"),
         "{wide}"
     );
     assert!(
-        lines[2].ends_with("4          1234.6B/s        30.0B/s"),
+        lines[2].ends_with("4          1234.6B/s        30.0B/s           3"),
         "{wide}"
     );
 
@@ -260,6 +261,8 @@ async fn stat_wide_adds_byte_rates_and_json_is_the_rows() {
     assert_eq!(json, serde_json::to_value(stat_rows()).unwrap());
     assert!(json[0]["success"].is_null(), "{json}");
     assert_eq!(json[1]["tcp_read_bytes_rate"], 1234.56);
+    assert_eq!(json[1]["unauthorized"], 3);
+    assert!(json[0]["unauthorized"].is_null(), "{json}");
 }
 
 #[tokio::test]
@@ -643,6 +646,10 @@ async fn usage_errors_exit_2_before_contacting_anything() {
         &["routes", "widget/x"],
         &["top", "au", "--once"],
         &["top", "deploy", "--interval", "1m"],
+        &["authz", "svc/books"],
+        &["authz", "deployz/web"],
+        &["authz", "deploy/web", "-A"],
+        &["authz", "deploy/web", "-o", "yaml"],
     ];
     for args in cases {
         let mut args = args.to_vec();
@@ -661,6 +668,121 @@ async fn usage_errors_exit_2_before_contacting_anything() {
     );
     let out = weft(&["stat", "deploy", "--from", "deploy/a", "--to", "svc/b"]).await;
     assert!(stderr(&out).contains("--from"), "{}", describe(&out));
+    let out = weft(&["authz", "svc/books", "--controller-addr", &addr]).await;
+    assert!(
+        stderr(&out).starts_with("weft: service has no pods of its own; use a workload"),
+        "{}",
+        describe(&out)
+    );
+}
+
+fn authz_doc() -> AuthzResponse {
+    AuthzResponse {
+        rows: vec![AuthzPortRow {
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            port: 8080,
+            server: PolicyRef {
+                group: String::new(),
+                kind: "default".into(),
+                name: "cluster-authenticated".into(),
+            },
+            protocol: "detect".into(),
+            rules: vec![AuthzRule {
+                route: "*".into(),
+                authorization: Some(PolicyRef {
+                    group: String::new(),
+                    kind: "default".into(),
+                    name: "cluster-authenticated".into(),
+                }),
+                networks: vec!["10.0.0.0/8".into(), "fd00::/8".into()],
+                authentication: "any meshed identity".into(),
+                suffixes: vec!["*".into()],
+                ..AuthzRule::default()
+            }],
+            warnings: vec!["a warning".into()],
+        }],
+    }
+}
+
+#[tokio::test]
+async fn authz_prints_sources_sends_the_query_and_goes_through_the_api_server() {
+    let fake = Fake::controller("/api/v1/authz", authz_doc()).await;
+    let addr = fake.addr();
+    let out = weft(&[
+        "authz",
+        "-n",
+        "shop",
+        "deploy",
+        "web",
+        "--controller-addr",
+        &addr,
+    ])
+    .await;
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        [
+            "POD     PORT   SERVER                          ROUTE   AUTHORIZATION                   SOURCES",
+            "web-0   8080   default/cluster-authenticated   *       default/cluster-authenticated   any meshed identity from 10.0.0.0/8,fd00::/8",
+        ]
+    );
+    assert_eq!(
+        stderr(&out),
+        "warning: shop/web-0 port 8080: a warning
+"
+    );
+    assert_eq!(
+        fake.query(),
+        pairs(&[("resource", "deploy/web"), ("namespace", "shop")])
+    );
+
+    let json = weft(&[
+        "authz",
+        "deploy/web",
+        "-o",
+        "json",
+        "--controller-addr",
+        &addr,
+    ])
+    .await;
+    let json: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json, serde_json::to_value(&authz_doc().rows).unwrap());
+
+    let empty = Fake::controller("/api/v1/authz", AuthzResponse::default()).await;
+    let out = weft(&["authz", "po", "--controller-addr", &empty.addr()]).await;
+    assert!(stdout(&out).is_empty(), "{}", describe(&out));
+    assert!(
+        stderr(&out).starts_with("No ports found"),
+        "{}",
+        describe(&out)
+    );
+
+    // Cluster mode: the same request through the service proxy.
+    let doc = serde_json::to_string(&authz_doc()).unwrap();
+    let api = Fake::start(move |path| {
+        if path == "/api/v1/namespaces/weft/services/weft-admin:admin/proxy/api/v1/authz" {
+            (StatusCode::OK, doc.clone())
+        } else {
+            not_found("no")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &api.addr());
+    let out = weft(&[
+        "authz",
+        "-n",
+        "shop",
+        "po/web-0",
+        "--kubeconfig",
+        config.to_str().unwrap(),
+    ])
+    .await;
+    assert!(stdout(&out).contains("web-0   8080"), "{}", describe(&out));
+    assert_eq!(
+        api.seen(),
+        ["/api/v1/namespaces/weft/services/weft-admin:admin/proxy/api/v1/authz?resource=po%2Fweb-0&namespace=shop"]
+    );
 }
 
 #[tokio::test]

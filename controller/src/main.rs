@@ -28,6 +28,7 @@ use clap::{CommandFactory, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use linkerd2_proxy_api::inbound::inbound_server_policies_server::InboundServerPoliciesServer;
 use linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPoliciesServer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,23 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 fn duration(s: &str) -> Result<Duration, String> {
     weft_identity::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn default_inbound_policy(s: &str) -> Result<weft_policy::DefaultPolicy, String> {
+    s.parse()
+        .map_err(|e: weft_policy::UnknownPolicy| e.to_string())
+}
+
+/// `--cluster-networks`: one flag value holding a comma-separated list.
+#[derive(Clone, Debug)]
+struct ClusterNetworks(Vec<ipnet::IpNet>);
+
+fn cluster_networks(s: &str) -> Result<ClusterNetworks, String> {
+    match weft_policy::parse_networks(s) {
+        Ok(nets) if nets.is_empty() => Err("at least one network is needed".to_owned()),
+        Ok(nets) => Ok(ClusterNetworks(nets)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn trust_domain(s: &str) -> Result<String, String> {
@@ -90,6 +108,17 @@ struct Args {
     /// with --config-dir, --kubeconfig or --in-cluster).
     #[arg(long, default_value = "0.0.0.0:8086")]
     destination_addr: SocketAddr,
+    /// Inbound policy of pods that no TrafficTarget governs and whose
+    /// `config.linkerd.io/default-inbound-policy` annotation (theirs or
+    /// their namespace's) is unset: all-unauthenticated, all-authenticated,
+    /// cluster-unauthenticated, cluster-authenticated, deny or audit (see
+    /// docs/policy.md).
+    #[arg(long, default_value = "all-unauthenticated", value_parser = default_inbound_policy, value_name = "POLICY")]
+    default_inbound_policy: weft_policy::DefaultPolicy,
+    /// The networks the cluster-* default policies admit, comma-separated
+    /// CIDRs.
+    #[arg(long, default_value = weft_policy::DEFAULT_CLUSTER_NETWORKS, value_parser = cluster_networks, value_name = "CIDRS")]
+    cluster_networks: ClusterNetworks,
     /// How often --config-dir is checked for changed files.
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     config_poll_interval: Duration,
@@ -353,6 +382,7 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
                     .then_some(std::net::IpAddr::from([127, 0, 0, 1])),
                 trust_domain: args.trust_domain.clone(),
                 cluster_domain: args.cluster_domain.clone(),
+                inbound: inbound_settings(&args),
             },
             store.clone(),
         ))
@@ -424,6 +454,11 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
             &args.cluster_domain,
             stop_rx.clone(),
         );
+        let inbound = destination::inbound::InboundPolicyService::new(
+            objects.clone(),
+            inbound_settings(&args),
+            stop_rx.clone(),
+        );
         let service = destination::DestinationService::new(
             objects,
             &args.trust_domain,
@@ -434,6 +469,9 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
             .add_service(DestinationServer::new(service).max_decoding_message_size(MAX_MESSAGE))
             .add_service(
                 OutboundPoliciesServer::new(policies).max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                InboundServerPoliciesServer::new(inbound).max_decoding_message_size(MAX_MESSAGE),
             );
         servers.spawn(named(
             "destination server",
@@ -484,6 +522,15 @@ async fn run(args: Args, identity_dir: PathBuf) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// The install-wide inputs of inbound policy, from the flags.
+fn inbound_settings(args: &Args) -> destination::inbound::InboundSettings {
+    destination::inbound::InboundSettings {
+        default_policy: args.default_inbound_policy,
+        cluster_networks: args.cluster_networks.0.clone(),
+        trust_domain: args.trust_domain.clone(),
+    }
 }
 
 /// Tags a server's result with its name, for the log line when it stops.
@@ -570,7 +617,9 @@ async fn start_feed(
 ) -> Result<Option<store::Store>, StartError> {
     if let Some(client) = kube {
         let objects = store::Store::new();
-        let feed = feed::kube::KubeFeed::start(client, &objects, &args.cluster_domain).await;
+        let feed =
+            feed::kube::KubeFeed::start(client, &objects, &args.cluster_domain, &args.trust_domain)
+                .await;
         let late = feed.wait_first_sync(KUBE_FIRST_SYNC).await;
         let snap = objects.snapshot();
         let (services, endpoints, pods, service_accounts) = snap.counts();
@@ -627,6 +676,14 @@ async fn start_feed(
     tokio::spawn(feed::events::check_splits(
         objects.clone(),
         args.cluster_domain.clone(),
+        None,
+        async {},
+    ));
+    // Likewise TrafficTargets and default-policy annotations the inbound
+    // policy cannot fully apply.
+    tokio::spawn(feed::access::check_access(
+        objects.clone(),
+        args.trust_domain.clone(),
         None,
         async {},
     ));

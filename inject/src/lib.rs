@@ -19,7 +19,7 @@ pub mod names;
 pub mod values;
 
 pub use mutate::{
-    skip_reason, uninject, AnnotationWarning, InjectMode, Injector, Outcome, Owner, PodContext,
-    ProxyConfig, Skip,
+    inbound_ports, skip_reason, uninject, AnnotationWarning, InjectMode, Injector, Outcome, Owner,
+    PodContext, ProxyConfig, Skip,
 };
 pub use values::{Values, ValuesError};

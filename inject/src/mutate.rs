@@ -29,6 +29,7 @@ use crate::names;
 use crate::values::Values;
 
 pub use config::{ProxyConfig, CONFIG_ANNOTATIONS};
+pub use containers::inbound_ports;
 
 /// Name of the projected ServiceAccount token volume the proxy presents to
 /// the identity service.
@@ -316,6 +317,7 @@ impl Injector {
             trust_anchors_pem: &self.trust_anchors_pem,
             owner: ctx.owner.as_ref(),
             exit_with_app,
+            inbound_ports: containers::inbound_ports(spec),
         };
 
         let init = spec.init_containers.get_or_insert_with(Vec::new);

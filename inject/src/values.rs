@@ -210,23 +210,12 @@ impl Default for Values {
             identity: IdentityValues::default(),
             webhook: WebhookValues::default(),
             cluster_domain: "cluster.local".into(),
-            cluster_networks: "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16".into(),
-            default_inbound_policy: "all-unauthenticated".into(),
+            cluster_networks: weft_policy::DEFAULT_CLUSTER_NETWORKS.into(),
+            default_inbound_policy: weft_policy::DefaultPolicy::default().to_string(),
             ha: false,
         }
     }
 }
-
-/// The inbound policies `defaultInboundPolicy` and
-/// `config.linkerd.io/default-inbound-policy` accept.
-pub const INBOUND_POLICIES: &[&str] = &[
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-unauthenticated",
-    "cluster-authenticated",
-    "deny",
-    "audit",
-];
 
 impl Values {
     /// Layers a values YAML document over `self` (keys it leaves out keep
@@ -295,13 +284,35 @@ impl Values {
         if self.webhook.failure_policy.is_empty() {
             self.webhook.failure_policy = if self.ha { "Fail" } else { "Ignore" }.into();
         }
-        if !INBOUND_POLICIES.contains(&self.default_inbound_policy.as_str()) {
+        // The names and the networks are weft-policy's, so the install, the
+        // injector, the controller and the proxy accept exactly the same.
+        let policy = self
+            .default_inbound_policy
+            .parse::<weft_policy::DefaultPolicy>()
+            .map_err(|e| {
+                invalid(
+                    "defaultInboundPolicy",
+                    &self.default_inbound_policy,
+                    &e.to_string(),
+                )
+            })?;
+        self.default_inbound_policy = policy.to_string();
+        let networks = weft_policy::parse_networks(&self.cluster_networks)
+            .map_err(|e| invalid("clusterNetworks", &self.cluster_networks, &e.to_string()))?;
+        if networks.is_empty() {
+            // `cluster-*` policies would admit no one, and an authorization
+            // without networks is not valid on the wire.
             return Err(invalid(
-                "defaultInboundPolicy",
-                &self.default_inbound_policy,
-                &format!("expected one of {}", INBOUND_POLICIES.join(", ")),
+                "clusterNetworks",
+                &self.cluster_networks,
+                "expected at least one CIDR (e.g. 10.0.0.0/8)",
             ));
         }
+        self.cluster_networks = networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         if !["Ignore", "Fail"].contains(&self.webhook.failure_policy.as_str()) {
             return Err(invalid(
                 "webhook.failurePolicy",
@@ -565,9 +576,42 @@ mod tests {
     }
 
     #[test]
+    fn policy_names_and_networks_are_weft_policys() {
+        let v = Values::default().finish().unwrap();
+        assert_eq!(v.cluster_networks, weft_policy::DEFAULT_CLUSTER_NETWORKS);
+        assert!(
+            v.cluster_networks.ends_with(",fd00::/8"),
+            "Linkerd's default"
+        );
+        let mut v = Values::default();
+        v.set("defaultInboundPolicy= deny ").unwrap();
+        v.set("clusterNetworks=10.1.2.3, fd00::/8,").unwrap();
+        let v = v.finish().unwrap();
+        assert_eq!(v.default_inbound_policy, "deny");
+        assert_eq!(v.cluster_networks, "10.1.2.3/32,fd00::/8");
+        let mut v = Values::default();
+        v.set("clusterNetworks=10.0.0.0/8,banana").unwrap();
+        let e = v.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("clusterNetworks") && e.contains("\"banana\""),
+            "{e}"
+        );
+        let mut v = Values::default();
+        v.set("defaultInboundPolicy=allow").unwrap();
+        let e = v.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("defaultInboundPolicy") && e.contains("cluster-authenticated"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn inconsistent_values_are_refused() {
         for set in [
             "defaultInboundPolicy=allow",
+            "clusterNetworks=10.0.0.0/33",
+            "clusterNetworks=",
+            "clusterNetworks=ten",
             "webhook.failurePolicy=Maybe",
             "webhook.timeoutSeconds=31",
             "proxy.nativeSidecar=yes",

@@ -15,6 +15,7 @@
 //! | `/api/v1/routes`  | [`RoutesQuery`]                           | [`RoutesResponse`]|
 //! | `/api/v1/top`     | [`TopQuery`]                              | [`TopResponse`]   |
 //! | `/api/v1/targets` | none                                      | [`TargetsResponse`]|
+//! | `/api/v1/authz`   | [`AuthzQuery`]                            | [`AuthzResponse`] |
 
 use crate::resource::{Resource, ResourceError};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,8 @@ pub const ROUTES_PATH: &str = "/api/v1/routes";
 pub const TOP_PATH: &str = "/api/v1/top";
 /// Path of the scrape-targets endpoint.
 pub const TARGETS_PATH: &str = "/api/v1/targets";
+/// Path of the inbound-authorization endpoint (`weft authz`).
+pub const AUTHZ_PATH: &str = "/api/v1/authz";
 
 /// The window `stat` and `routes` use when none is asked for, as
 /// `linkerd viz stat` does.
@@ -166,6 +169,12 @@ pub struct StatRow {
     pub tcp_read_bytes_rate: Option<f64>,
     /// Bytes per second written to inbound peers.
     pub tcp_write_bytes_rate: Option<f64>,
+    /// Requests and connections the workload's proxies refused by inbound
+    /// authorization in the window (`inbound_http_authz_deny_total` +
+    /// `inbound_tcp_authz_deny_total`); `null` where nothing was measured
+    /// and for kinds that are not workloads.
+    #[serde(default)]
+    pub unauthorized: Option<u64>,
     /// A traffic split's apex service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<String>,
@@ -316,6 +325,97 @@ pub struct TargetsResponse {
     /// Every proxy known, sorted by pod.
     pub targets: Vec<Target>,
 }
+
+/// `GET /api/v1/authz`: the inbound policy in force on each port of a
+/// workload's pods, as the controller serves it to their proxies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthzQuery {
+    /// A workload kind (`deploy`, `sts`, `ds`, `job`, `po`, `ns`), with or
+    /// without a name: without, every resource of that kind.
+    pub resource: Resource,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// The answer of `/api/v1/authz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzResponse {
+    /// One row per pod and TCP container port, sorted by pod then port.
+    pub rows: Vec<AuthzPortRow>,
+}
+
+/// One port of one pod (and `weft authz -o json`'s element).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzPortRow {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod.
+    pub pod: String,
+    /// The container port.
+    pub port: u16,
+    /// The server in force: `kind=default` and the policy's name, or the
+    /// resource that governs the port (`serviceaccount`, for SMI).
+    pub server: PolicyRef,
+    /// `detect` (HTTP routes apply when the connection is HTTP) or
+    /// `opaque`.
+    pub protocol: String,
+    /// What the server admits: its own authorizations (route `*`), then
+    /// each route's; a server no authorization of its own admits has a rule
+    /// with no authorization (what no route admits is refused).
+    pub rules: Vec<AuthzRule>,
+    /// What the controller could not apply for this port (a TrafficTarget
+    /// naming a missing route group, ...): narrowed, never widened.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// A server, route or authorization by its labels (Linkerd's `group`,
+/// `kind`, `name`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// API group (`""` for defaults, `access.smi-spec.io`, ...).
+    pub group: String,
+    /// Kind, lower case (`default`, `serviceaccount`, `traffictarget`).
+    pub kind: String,
+    /// Name (`deny`, `web`, the TrafficTarget's name).
+    pub name: String,
+}
+
+/// One (route, authorization) pair of a port's policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzRule {
+    /// The route the authorization belongs to, or `*` for the server's own
+    /// authorizations (any connection, any request).
+    pub route: String,
+    /// What the route matches, for a person (`GET /metrics`, `any path`).
+    #[serde(default)]
+    pub matches: Vec<String>,
+    /// The authorization; `None` when nothing is admitted.
+    pub authorization: Option<PolicyRef>,
+    /// Client networks it admits (CIDRs).
+    pub networks: Vec<String>,
+    /// Who it admits: `unauthenticated` (anyone, mTLS or not), `any meshed
+    /// identity`, or `identities` / `suffixes` (mTLS only).
+    pub authentication: String,
+    /// The mTLS identities it admits by name.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// The identity suffixes it admits (`*.shop.serviceaccount...`).
+    #[serde(default)]
+    pub suffixes: Vec<String>,
+}
+
+/// [`AuthzRule::authentication`] of an authorization that admits clients
+/// with or without mTLS.
+pub const AUTHN_UNAUTHENTICATED: &str = "unauthenticated";
+/// [`AuthzRule::authentication`] of an authorization that admits any
+/// verified mTLS identity.
+pub const AUTHN_ANY_MESHED: &str = "any meshed identity";
+/// [`AuthzRule::authentication`] of an authorization that admits the listed
+/// identities and suffixes only.
+pub const AUTHN_IDENTITIES: &str = "identities";
+/// [`AuthzRule::route`] of the server's own authorizations.
+pub const SERVER_ROUTE: &str = "*";
 
 /// The body of every `400`/`404`/`5xx` answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,10 +643,61 @@ impl TopQuery {
     }
 }
 
+// === impl AuthzQuery ===
+
+impl AuthzQuery {
+    /// The query string (without `?`).
+    pub fn to_query(&self) -> String {
+        encode(&[
+            ("resource", self.resource.to_string()),
+            ("namespace", self.namespace.clone()),
+        ])
+    }
+
+    /// Decodes a query string; only workload kinds have pods to show.
+    pub fn from_query(query: &str) -> Result<Self, QueryError> {
+        let p = Params::parse(query);
+        let resource = p.required_resource()?;
+        if !resource.kind.has_pods() {
+            return Err(QueryError::Invalid {
+                param: "resource",
+                reason: format!(
+                    "{} has no pods of its own; use a workload (deploy, sts, ds, job, po, ns)",
+                    resource.kind
+                ),
+            });
+        }
+        Ok(Self {
+            resource,
+            namespace: p.namespace(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resource::ResourceKind;
+
+    #[test]
+    fn authz_queries_round_trip_and_want_workloads() {
+        let q = AuthzQuery {
+            resource: Resource::parse("deploy/web").unwrap(),
+            namespace: "shop".into(),
+        };
+        assert_eq!(AuthzQuery::from_query(&q.to_query()).unwrap(), q);
+        let q = AuthzQuery::from_query("resource=po").unwrap();
+        assert_eq!(q.namespace, "default");
+        let e = AuthzQuery::from_query("resource=svc/books").unwrap_err();
+        assert!(
+            e.to_string().starts_with("resource: service has no pods"),
+            "{e}"
+        );
+        assert_eq!(
+            AuthzQuery::from_query("").unwrap_err(),
+            QueryError::Missing("resource")
+        );
+    }
 
     #[test]
     fn stat_queries_round_trip() {

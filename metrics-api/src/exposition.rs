@@ -44,6 +44,9 @@
 //! never group by status; this bounds memory by a factor of the number of
 //! distinct statuses), splits the proxy's constant labels into
 //! [`Reduced::target_labels`], and keeps a bucket's `le` as a number.
+//! The authorization refusal counters keep no labels at all: one series per
+//! proxy and family, the sum of all their label sets
+//! ([`Family::keeps_labels`]).
 //!
 //! Summing before `increase`/`irate` gives what Prometheus' per-series
 //! function then `sum` gives, because the merged series share their scrape
@@ -112,6 +115,12 @@ pub enum Family {
     RouteActualResponseTotal,
     /// `route_response_latency_ms_bucket`: per-route latency buckets.
     RouteResponseLatencyMsBucket,
+    /// `inbound_http_authz_deny_total`: requests refused by inbound
+    /// authorization (kept without labels, see [`Family::keeps_labels`]).
+    InboundHttpAuthzDenyTotal,
+    /// `inbound_tcp_authz_deny_total`: connections refused by inbound
+    /// authorization (kept without labels).
+    InboundTcpAuthzDenyTotal,
 }
 
 /// A label set sorted by name, cheap to clone (one shared allocation), so
@@ -283,7 +292,7 @@ pub fn reduce(text: &str) -> Result<Reduced, ExpositionError> {
                     } else if let Some(f) = family {
                         if f.is_bucket() && name == LE_LABEL {
                             le = Some(raw);
-                        } else if name != STATUS_CODE_LABEL {
+                        } else if name != STATUS_CODE_LABEL && f.keeps_labels() {
                             kept.push((name, raw));
                         }
                     }
@@ -698,7 +707,7 @@ impl StringCache {
 
 impl Family {
     /// Every family, in declaration order.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 10] = [
         Family::ResponseTotal,
         Family::ResponseLatencyMsBucket,
         Family::TcpOpenConnections,
@@ -707,6 +716,8 @@ impl Family {
         Family::RouteResponseTotal,
         Family::RouteActualResponseTotal,
         Family::RouteResponseLatencyMsBucket,
+        Family::InboundHttpAuthzDenyTotal,
+        Family::InboundTcpAuthzDenyTotal,
     ];
 
     /// The sample name as the exposition writes it.
@@ -720,6 +731,8 @@ impl Family {
             Family::RouteResponseTotal => "route_response_total",
             Family::RouteActualResponseTotal => "route_actual_response_total",
             Family::RouteResponseLatencyMsBucket => "route_response_latency_ms_bucket",
+            Family::InboundHttpAuthzDenyTotal => "inbound_http_authz_deny_total",
+            Family::InboundTcpAuthzDenyTotal => "inbound_tcp_authz_deny_total",
         }
     }
 
@@ -734,6 +747,8 @@ impl Family {
             "route_response_total" => Family::RouteResponseTotal,
             "route_actual_response_total" => Family::RouteActualResponseTotal,
             "route_response_latency_ms_bucket" => Family::RouteResponseLatencyMsBucket,
+            "inbound_http_authz_deny_total" => Family::InboundHttpAuthzDenyTotal,
+            "inbound_tcp_authz_deny_total" => Family::InboundTcpAuthzDenyTotal,
             _ => return None,
         })
     }
@@ -749,6 +764,24 @@ impl Family {
     /// Counters (read with `increase`/`irate`); the rest are gauges.
     pub fn is_counter(self) -> bool {
         self != Family::TcpOpenConnections
+    }
+
+    /// Whether the family's series keep their labels. The authorization
+    /// counters do not: the API reads only their sum per proxy (`weft stat`'s
+    /// `UNAUTHORIZED`), and their `client_id`, `target_addr` and route labels
+    /// would otherwise add a series per client and route to every proxy's
+    /// ring.
+    pub fn keeps_labels(self) -> bool {
+        !self.is_authz_deny()
+    }
+
+    /// The authorization refusal counters (HTTP requests and TCP
+    /// connections), whose sum is a workload's `UNAUTHORIZED`.
+    pub fn is_authz_deny(self) -> bool {
+        matches!(
+            self,
+            Family::InboundHttpAuthzDenyTotal | Family::InboundTcpAuthzDenyTotal
+        )
     }
 }
 
@@ -1055,6 +1088,36 @@ identity_cert_expiration_timestamp_seconds{namespace="shop",pod="web-1",deployme
             .filter(|s| s.key.family().is_bucket())
             .collect();
         assert!(buckets[0].key.labels().ptr_eq(buckets[2].key.labels()));
+    }
+
+    #[test]
+    fn authz_refusals_are_summed_per_proxy_without_labels() {
+        let text = r#"# HELP inbound_http_authz_deny Denied HTTP requests.
+# TYPE inbound_http_authz_deny counter
+inbound_http_authz_deny_total{namespace="shop",pod="web-1",deployment="web",target_addr="127.0.0.1:8080",srv_group="",srv_kind="default",srv_name="deny",route_group="",route_kind="default",route_name="default",tls="true",client_id="a.shop.serviceaccount.identity.weft.cluster.local"} 3
+inbound_http_authz_deny_total{namespace="shop",pod="web-1",deployment="web",target_addr="127.0.0.1:8080",srv_group="",srv_kind="default",srv_name="deny",route_group="",route_kind="default",route_name="default",tls="disabled",client_id=""} 2
+# HELP inbound_http_authz_allow Allowed HTTP requests.
+# TYPE inbound_http_authz_allow counter
+inbound_http_authz_allow_total{namespace="shop",pod="web-1",deployment="web",target_addr="127.0.0.1:8080",srv_group="",srv_kind="default",srv_name="deny",route_group="",route_kind="default",route_name="probe",authz_group="",authz_kind="default",authz_name="probe",tls="disabled",client_id=""} 9
+# HELP inbound_tcp_authz_deny Denied TCP connections.
+# TYPE inbound_tcp_authz_deny counter
+inbound_tcp_authz_deny_total{namespace="shop",pod="web-1",deployment="web",target_addr="127.0.0.1:5432",srv_group="",srv_kind="default",srv_name="deny",tls="disabled",client_id=""} 1
+# EOF
+"#;
+        let r = reduce(text).unwrap();
+        assert_eq!(r.target_labels.get("deployment"), Some("web"));
+        assert_eq!(
+            value(&r, Family::InboundHttpAuthzDenyTotal, None, &[]),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&r, Family::InboundTcpAuthzDenyTotal, None, &[]),
+            Some(1.0)
+        );
+        assert_eq!(r.series.len(), 2, "allows are not kept: {:?}", r.series);
+        assert!(Family::ALL
+            .iter()
+            .all(|f| f.keeps_labels() != f.is_authz_deny()));
     }
 
     #[test]

@@ -111,6 +111,15 @@ impl ResourceKind {
             ResourceKind::Authority | ResourceKind::TrafficSplit => None,
         }
     }
+
+    /// Kinds whose resources are sets of pods (workloads, namespaces,
+    /// pods): what `weft authz` can show.
+    pub fn has_pods(self) -> bool {
+        !matches!(
+            self,
+            ResourceKind::Service | ResourceKind::Authority | ResourceKind::TrafficSplit
+        )
+    }
 }
 
 impl fmt::Display for ResourceKind {

@@ -378,6 +378,16 @@ impl TargetRing {
             .filter(move |(key, _)| key.family() == family)
     }
 
+    /// The latest scrape taken in `(start, t)`, if any. For a series whose
+    /// first sample in a range is at `t`, this is a scrape of the target
+    /// without that series: for counters the proxy creates on first use
+    /// (the authorization refusals), a scrape where it still counted 0.
+    pub fn scrape_before(&self, t: f64, start: f64) -> Option<f64> {
+        let i = self.rows.partition_point(|r| r.t < t);
+        let row = self.rows.get(i.checked_sub(1)?)?;
+        (row.t > start).then_some(row.t)
+    }
+
     /// The samples of one series in `(start, end]`, if the target has it.
     pub fn get(&self, key: &SeriesKey, start: f64, end: f64) -> Option<Samples<'_>> {
         let column = self.keys.get_index_of(key)?;
@@ -637,6 +647,11 @@ mod tests {
         // What the query engine does: increase over the last minute.
         let samples: Vec<_> = ring.get(&success(), 1000.0, 1060.0).unwrap().collect();
         assert_eq!(promql::increase(&samples, 1000.0, 1060.0), Some(60.0));
+
+        // The failure series first appeared at 1020: the scrape before it.
+        assert_eq!(ring.scrape_before(1020.0, 990.0), Some(1010.0));
+        assert_eq!(ring.scrape_before(1020.0, 1010.0), None, "left-open");
+        assert_eq!(ring.scrape_before(1000.0, 0.0), None, "the first scrape");
     }
 
     #[test]

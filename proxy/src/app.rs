@@ -7,10 +7,12 @@ use crate::drain::Drain;
 use crate::http::client::{ClientSettings, Clients};
 use crate::http::server::ServerSettings;
 use crate::identity::LocalIdentity;
-use crate::inbound::Inbound;
+use crate::inbound::policy::{watch::GrpcSource, PortPolicies, Settings};
+use crate::inbound::{Inbound, InboundSettings};
 use crate::metrics::{Direction, Metrics};
 use crate::outbound::Outbound;
 use crate::transport::listen;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Why the proxy could not start.
@@ -38,6 +40,49 @@ enum Stop {
     Term,
     /// SIGINT, `POST /shutdown` or the application's exit: drain at once.
     Now,
+}
+
+/// Every inbound port's policy: watched from the controller over
+/// `channel` when there is one and the proxy knows its workload, else the
+/// default policy alone (said once, with the reason).
+fn inbound_policies(config: &Config, channel: Option<tonic::transport::Channel>) -> PortPolicies {
+    let settings = Settings {
+        default_policy: config.default_inbound_policy,
+        cluster_networks: config.cluster_networks.clone(),
+        opaque_ports: config.opaque_ports.clone(),
+        trust_loopback: config.inbound_trust_loopback,
+    };
+    let source: Option<Arc<dyn crate::inbound::policy::watch::Source>> = match (
+        channel,
+        &config.workload,
+    ) {
+        (Some(channel), Some(workload)) => {
+            tracing::info!(
+                default = %config.default_inbound_policy,
+                "watching inbound policies with the destination service"
+            );
+            Some(Arc::new(GrpcSource::new(
+                channel,
+                &workload.namespace,
+                &workload.pod,
+            )))
+        }
+        (None, _) => {
+            tracing::info!(
+                default = %config.default_inbound_policy,
+                "inbound policy is not watched (WEFT_PROXY_DESTINATION_ADDR is unset): every port uses the default policy"
+            );
+            None
+        }
+        (Some(_), None) => {
+            tracing::info!(
+                default = %config.default_inbound_policy,
+                "inbound policy is not watched (WEFT_PROXY_WORKLOAD is unset): every port uses the default policy"
+            );
+            None
+        }
+    };
+    PortPolicies::new(settings, source, config.inbound_ports.iter())
 }
 
 /// Runs the proxy until SIGTERM (after `WEFT_PROXY_WAIT_BEFORE_EXIT`),
@@ -103,27 +148,36 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         require_identity_ports: config.require_identity_ports.clone(),
     };
 
+    // One channel to the controller for discovery and inbound policy.
+    let control = match (&config.destination_addr, &identity, &config.identity) {
+        (Some(addr), Some(local), Some(id)) => {
+            let roots = local.roots().clone();
+            Some((
+                addr,
+                crate::control::channel(addr, &id.control_identity, roots, None),
+            ))
+        }
+        _ => None,
+    };
     let inbound = Inbound::new(
         side(Direction::Inbound),
-        config.inbound_forward,
-        metrics.http.clone(),
+        InboundSettings {
+            forward_to: config.inbound_forward,
+            max_in_flight: config.inbound_max_in_flight,
+            policies: inbound_policies(&config, control.as_ref().map(|(_, c)| c.clone())),
+        },
+        (metrics.http.clone(), metrics.authz.clone()),
         Clients::new(
             client.clone(),
             metrics.tcp.clone(),
             Direction::Inbound,
             None,
         ),
-        config.inbound_max_in_flight,
     );
-    let discovery = match (&config.destination_addr, &identity, &config.identity) {
-        (Some(addr), Some(local), Some(id)) => {
-            let roots = local.roots().clone();
-            let channel = crate::control::channel(addr, &id.control_identity, roots, None);
-            tracing::info!(destination = %addr, "resolving service names with the destination service");
-            Some(crate::discovery::Discovery::new(channel))
-        }
-        _ => None,
-    };
+    let discovery = control.map(|(addr, channel)| {
+        tracing::info!(destination = %addr, "resolving service names with the destination service");
+        crate::discovery::Discovery::new(channel)
+    });
     let outbound = Outbound::new(
         side(Direction::Outbound),
         outbound_addr,

@@ -102,10 +102,23 @@ pub struct Config {
     /// (`WEFT_PROXY_EXIT_WITH_APP=true`; see [`crate::exit_with_app`]), so a
     /// meshed Job completes on clusters without native sidecars.
     pub exit_with_app: bool,
-    /// What inbound traffic is allowed when no policy says otherwise
-    /// (`WEFT_PROXY_DEFAULT_INBOUND_POLICY`, default `all-unauthenticated`).
-    /// Recorded and logged; enforced by inbound authorization.
-    pub default_inbound_policy: InboundPolicy,
+    /// What an inbound port admits until the controller's first answer
+    /// for it, and always without a controller
+    /// (`WEFT_PROXY_DEFAULT_INBOUND_POLICY`, default `all-unauthenticated`;
+    /// see `docs/policy.md`).
+    pub default_inbound_policy: weft_policy::DefaultPolicy,
+    /// The networks `cluster-*` default policies admit
+    /// (`WEFT_PROXY_CLUSTER_NETWORKS`, default
+    /// [`weft_policy::DEFAULT_CLUSTER_NETWORKS`]).
+    pub cluster_networks: Vec<ipnet::IpNet>,
+    /// The application's ports, whose policies are watched from start-up
+    /// (`WEFT_PROXY_INBOUND_PORTS`); other ports are watched from their
+    /// first connection.
+    pub inbound_ports: PortSet,
+    /// Admit every connection from `127.0.0.1` / `::1`
+    /// (`WEFT_PROXY_INBOUND_TRUST_LOOPBACK`, default `false`): true in a
+    /// pod, whose loopback is its own; false where workloads share one.
+    pub inbound_trust_loopback: bool,
 }
 
 /// The pod a proxy serves, from `WEFT_PROXY_WORKLOAD`
@@ -156,37 +169,6 @@ pub enum TrustAnchors {
     /// PEM text given inline (the value starts with `-----BEGIN`).
     Inline(String),
 }
-
-/// `WEFT_PROXY_DEFAULT_INBOUND_POLICY`: Linkerd's default inbound policies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum InboundPolicy {
-    /// Any client, meshed or not, from anywhere.
-    #[default]
-    AllUnauthenticated,
-    /// Only meshed (mTLS) clients.
-    AllAuthenticated,
-    /// Any client from the cluster's networks.
-    ClusterUnauthenticated,
-    /// Only meshed clients from the cluster's networks.
-    ClusterAuthenticated,
-    /// No client at all.
-    Deny,
-    /// Everything allowed, but what a stricter policy would refuse is
-    /// reported.
-    Audit,
-}
-
-/// The values of [`InboundPolicy`], in Linkerd's spelling. The same list
-/// as `weft_inject::values::INBOUND_POLICIES` (the install side); kept here
-/// so the proxy does not depend on the installer's crate.
-pub const INBOUND_POLICIES: &[&str] = &[
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-unauthenticated",
-    "cluster-authenticated",
-    "deny",
-    "audit",
-];
 
 /// How the proxy obtains its mTLS identity. All four variables must be set
 /// together (or none of them).
@@ -391,25 +373,38 @@ impl Config {
         let workload = var("WEFT_PROXY_WORKLOAD")
             .map(|v| Workload::parse(&v).map_err(|r| err("WEFT_PROXY_WORKLOAD", &v, r)))
             .transpose()?;
-        let exit_with_app = match var("WEFT_PROXY_EXIT_WITH_APP") {
-            None => false,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(err(
-                        "WEFT_PROXY_EXIT_WITH_APP",
-                        &v,
-                        "expected true or false".into(),
-                    ))
-                }
-            },
+        let flag = |name: &'static str| -> Result<bool, ConfigError> {
+            match var(name) {
+                None => Ok(false),
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(err(name, &v, "expected true or false".into())),
+                },
+            }
         };
+        let exit_with_app = flag("WEFT_PROXY_EXIT_WITH_APP")?;
+        let inbound_trust_loopback = flag("WEFT_PROXY_INBOUND_TRUST_LOOPBACK")?;
         let default_inbound_policy = match var("WEFT_PROXY_DEFAULT_INBOUND_POLICY") {
-            None => InboundPolicy::default(),
-            Some(v) => v
-                .parse()
-                .map_err(|r| err("WEFT_PROXY_DEFAULT_INBOUND_POLICY", &v, r))?,
+            None => weft_policy::DefaultPolicy::default(),
+            Some(v) => v.parse().map_err(|e: weft_policy::UnknownPolicy| {
+                err("WEFT_PROXY_DEFAULT_INBOUND_POLICY", &v, e.to_string())
+            })?,
+        };
+        let networks = var("WEFT_PROXY_CLUSTER_NETWORKS")
+            .unwrap_or_else(|| weft_policy::DEFAULT_CLUSTER_NETWORKS.to_string());
+        let cluster_networks = weft_policy::parse_networks(&networks)
+            .map_err(|e| err("WEFT_PROXY_CLUSTER_NETWORKS", &networks, e.to_string()))?;
+        if cluster_networks.is_empty() {
+            return Err(err(
+                "WEFT_PROXY_CLUSTER_NETWORKS",
+                &networks,
+                "lists no network".into(),
+            ));
+        }
+        let inbound_ports = match var("WEFT_PROXY_INBOUND_PORTS") {
+            None => PortSet::default(),
+            Some(v) => PortSet::parse(&v).map_err(|r| err("WEFT_PROXY_INBOUND_PORTS", &v, r))?,
         };
 
         Ok(Config {
@@ -420,6 +415,9 @@ impl Config {
             wait_before_exit: duration("WEFT_PROXY_WAIT_BEFORE_EXIT", Duration::ZERO)?,
             exit_with_app,
             default_inbound_policy,
+            cluster_networks,
+            inbound_ports,
+            inbound_trust_loopback,
             accrual,
             balancer,
             destination_addr,
@@ -703,44 +701,6 @@ fn check_dns_subdomain(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-// === impl InboundPolicy ===
-
-impl InboundPolicy {
-    /// Linkerd's name for the policy.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AllUnauthenticated => "all-unauthenticated",
-            Self::AllAuthenticated => "all-authenticated",
-            Self::ClusterUnauthenticated => "cluster-unauthenticated",
-            Self::ClusterAuthenticated => "cluster-authenticated",
-            Self::Deny => "deny",
-            Self::Audit => "audit",
-        }
-    }
-}
-
-impl std::str::FromStr for InboundPolicy {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        Ok(match value.trim() {
-            "all-unauthenticated" => Self::AllUnauthenticated,
-            "all-authenticated" => Self::AllAuthenticated,
-            "cluster-unauthenticated" => Self::ClusterUnauthenticated,
-            "cluster-authenticated" => Self::ClusterAuthenticated,
-            "deny" => Self::Deny,
-            "audit" => Self::Audit,
-            _ => return Err(format!("expected one of {}", INBOUND_POLICIES.join(", "))),
-        })
-    }
-}
-
-impl std::fmt::Display for InboundPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 // === impl PortSet ===
 
 impl PortSet {
@@ -774,6 +734,11 @@ impl PortSet {
     /// True if `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
         self.0.contains(&port)
+    }
+
+    /// The ports, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
     }
 }
 
@@ -1008,7 +973,10 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.wait_before_exit, Duration::ZERO);
         assert!(!c.exit_with_app);
-        assert_eq!(c.default_inbound_policy, InboundPolicy::AllUnauthenticated);
+        assert_eq!(
+            c.default_inbound_policy,
+            weft_policy::DefaultPolicy::AllUnauthenticated
+        );
         let c = config(&[
             ("WEFT_PROXY_WAIT_BEFORE_EXIT", "5s"),
             ("WEFT_PROXY_EXIT_WITH_APP", "true"),
@@ -1019,12 +987,8 @@ mod tests {
         assert!(c.exit_with_app);
         assert_eq!(
             c.default_inbound_policy,
-            InboundPolicy::ClusterAuthenticated
+            weft_policy::DefaultPolicy::ClusterAuthenticated
         );
-        for name in INBOUND_POLICIES {
-            let p: InboundPolicy = name.parse().unwrap();
-            assert_eq!(p.to_string(), *name);
-        }
         for (var, value) in [
             ("WEFT_PROXY_WAIT_BEFORE_EXIT", "soon"),
             ("WEFT_PROXY_EXIT_WITH_APP", "yes"),
@@ -1037,6 +1001,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("all-unauthenticated, all-authenticated"), "{e}");
+    }
+
+    #[test]
+    fn inbound_policy_settings() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.cluster_networks,
+            weft_policy::parse_networks(weft_policy::DEFAULT_CLUSTER_NETWORKS).unwrap()
+        );
+        assert_eq!(c.inbound_ports, PortSet::default());
+        assert!(!c.inbound_trust_loopback);
+        let c = config(&[
+            ("WEFT_PROXY_CLUSTER_NETWORKS", "10.0.0.0/8, fd00::/8"),
+            ("WEFT_PROXY_INBOUND_PORTS", "8080,9000-9001"),
+            ("WEFT_PROXY_INBOUND_TRUST_LOOPBACK", "TRUE"),
+            ("WEFT_PROXY_DEFAULT_INBOUND_POLICY", "deny"),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster_networks.len(), 2);
+        assert_eq!(
+            c.inbound_ports.iter().collect::<Vec<_>>(),
+            [8080, 9000, 9001]
+        );
+        assert!(c.inbound_trust_loopback);
+        assert_eq!(c.default_inbound_policy, weft_policy::DefaultPolicy::Deny);
+        for (var, value, why) in [
+            ("WEFT_PROXY_CLUSTER_NETWORKS", "10.0.0.0/33", "10.0.0.0/33"),
+            ("WEFT_PROXY_CLUSTER_NETWORKS", " , ", "lists no network"),
+            ("WEFT_PROXY_INBOUND_PORTS", "http", "not a port"),
+            ("WEFT_PROXY_INBOUND_TRUST_LOOPBACK", "yes", "true or false"),
+        ] {
+            let e = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(why), "{var}={value}: {e}");
+        }
     }
 
     #[test]

@@ -7,9 +7,20 @@
 //!                   └─ opaque / timeout ─────────────────────────────────► opaque TCP ◄──┘
 //! ```
 //!
+//! Inbound, an opaque port is not inspected, but a ClientHello for this
+//! proxy's identity arriving within [`OPAQUE_TLS_SNIFF`] is still
+//! terminated (a meshed client reaches every port over mTLS), so the
+//! client's identity is known there too.
+//!
 //! Inbound ports listed in `WEFT_PROXY_REQUIRE_IDENTITY_PORTS` accept only
 //! the mTLS branch; anything else is reset. An opaque target that cannot be
 //! reached is reset too, as a transparent proxy must.
+//!
+//! Once a connection's TLS (and so its client's identity) and its protocol
+//! are known, the side's [`Admission`] decides whether it is served at all
+//! (inbound authorization; the outbound side admits everything) and may
+//! end it later: an opaque connection is reset, an HTTP one is closed
+//! gracefully.
 
 use crate::config::PortSet;
 use crate::discovery::{Discovery, Resolution};
@@ -23,11 +34,42 @@ use crate::transport::io::{MeteredIo, PrefixedIo};
 use crate::transport::listen::{reset, Accepted};
 use crate::transport::{opaque, tls};
 use bytes::Bytes;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// What a connection turned out to be, for its [`Admission`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    /// Served as HTTP: requests are checked one by one later.
+    Http,
+    /// Forwarded as bytes (opaque port, TLS passthrough, not HTTP).
+    Tcp,
+}
+
+/// Whether, and for how long, a connection may be served.
+pub enum Admitted {
+    /// Close it now.
+    Refused,
+    /// Serve it until it ends.
+    Always,
+    /// Serve it until this resolves (its authorization was revoked).
+    Until(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+/// Decides about each connection once its TLS and protocol are known.
+pub trait Admission: Send {
+    /// The decision for a connection with `tls` of `kind`.
+    fn admit(&mut self, tls: &Tls, kind: ConnKind) -> Admitted;
+}
+
+/// Admits every connection, forever (the outbound side).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdmitAll;
 
 /// What both sides need to handle a connection.
 #[derive(Clone)]
@@ -106,6 +148,30 @@ impl Target {
 
 type Accepting = PrefixedIo<MeteredIo<TcpStream>>;
 
+/// The longest an inbound connection to an opaque port is watched for a
+/// ClientHello for this proxy (meshed clients send one at once).
+pub const OPAQUE_TLS_SNIFF: Duration = Duration::from_secs(1);
+
+// === impl Admitted ===
+
+impl Admitted {
+    /// Resolves when the connection must end (never for `Always`).
+    async fn revoked(self) {
+        match self {
+            Admitted::Until(revoked) => revoked.await,
+            Admitted::Always | Admitted::Refused => std::future::pending().await,
+        }
+    }
+}
+
+// === impl AdmitAll ===
+
+impl Admission for AdmitAll {
+    fn admit(&mut self, _: &Tls, _: ConnKind) -> Admitted {
+        Admitted::Always
+    }
+}
+
 // === impl Side ===
 
 impl Side {
@@ -122,22 +188,34 @@ impl Side {
 
     /// Handles one accepted connection. `target` is where opaque traffic
     /// goes (`None`: nowhere known); `http` builds the HTTP stack, given
-    /// the connection's TLS status, if the connection speaks HTTP.
+    /// the connection's TLS status, if the connection speaks HTTP;
+    /// `admission` decides whether (and until when) it is served.
     pub async fn serve(
         &self,
         accepted: Accepted,
         target: Option<Target>,
         http: impl FnOnce(Tls) -> HttpService,
+        mut admission: impl Admission,
     ) {
         let client = accepted.client;
         let io = MeteredIo::unattached(accepted.stream);
-        let skip_detect = target
-            .as_ref()
-            .is_some_and(|t| t.opaque || self.opaque_ports.contains(t.addr.port()));
-        let (detected, mut io) = if skip_detect {
+        let opaque = self.is_opaque(target.as_ref());
+        // Inbound, a meshed client reaches an opaque port over mTLS too: its
+        // ClientHello comes at once, so it is looked for briefly (a client
+        // waiting for the server to speak first waits at most that long).
+        let sniff_tls = opaque && self.direction == Direction::Inbound && self.identity.is_some();
+        let (detected, mut io) = if opaque && !sniff_tls {
             (Detected::Opaque, PrefixedIo::new(Bytes::new(), io))
         } else {
-            match detect(io, self.detect_timeout).await {
+            let timeout = if sniff_tls {
+                self.detect_timeout.min(OPAQUE_TLS_SNIFF)
+            } else {
+                self.detect_timeout
+            };
+            match detect(io, timeout).await {
+                // Opaque ports are never inspected: only TLS counts.
+                Ok((Detected::Tls, io)) => (Detected::Tls, io),
+                Ok((_, io)) if opaque => (Detected::Opaque, io),
                 Ok(detected) => detected,
                 Err(error) => {
                     tracing::debug!(%client, %error, "connection failed during protocol detection");
@@ -151,7 +229,9 @@ impl Side {
             if let Some(identity) = self.identity.as_ref() {
                 let sni = tls::client_hello_sni(io.prefix());
                 if sni.as_deref() == Some(&**identity.name()) {
-                    return self.terminate(io, identity, client, target, http).await;
+                    return self
+                        .terminate(io, identity, client, target, http, admission)
+                        .await;
                 }
             }
         }
@@ -169,13 +249,36 @@ impl Side {
         }
         io.get_mut()
             .attach(|| self.tcp.open(self.direction, "src", status.clone()));
+        let kind = match detected {
+            Detected::Http(_) => ConnKind::Http,
+            _ => ConnKind::Tcp,
+        };
+        let admitted = admission.admit(&status, kind);
+        if matches!(admitted, Admitted::Refused) {
+            reset(io.get_ref().get_ref());
+            return;
+        }
         match detected {
             Detected::Http(version) => {
-                server::serve(io, version, http(status), &self.drain, &self.server).await
+                let svc = http(status);
+                server::serve(
+                    io,
+                    version,
+                    svc,
+                    &self.drain,
+                    &self.server,
+                    admitted.revoked(),
+                )
+                .await
             }
             Detected::Tls | Detected::Opaque | Detected::Timeout => {
-                if !self.forward_opaque(&mut io, client, target.as_ref()).await {
-                    reset(io.get_ref().get_ref());
+                tokio::select! {
+                    forwarded = self.forward_opaque(&mut io, client, target.as_ref()) => {
+                        if !forwarded {
+                            reset(io.get_ref().get_ref());
+                        }
+                    }
+                    _ = admitted.revoked() => reset(io.get_ref().get_ref()),
                 }
             }
         }
@@ -190,7 +293,9 @@ impl Side {
         client: SocketAddr,
         target: Option<Target>,
         http: impl FnOnce(Tls) -> HttpService,
+        mut admission: impl Admission,
     ) {
+        let opaque = self.is_opaque(target.as_ref());
         let (mut stream, client_id) = match tls::accept(io, identity, self.detect_timeout).await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -204,12 +309,19 @@ impl Side {
             .0
             .get_mut()
             .attach(|| self.tcp.open(self.direction, "src", status.clone()));
-        if tls::is_opaque(&stream) {
-            // A peer proxy carrying opaque TCP: nothing to detect, and the
-            // application may be the one to speak first.
+        if opaque || tls::is_opaque(&stream) {
+            // A peer proxy carrying opaque TCP, or an opaque port: nothing
+            // to detect, and the application may be the one to speak first.
             tracing::debug!(%client, tls = ?status, "mTLS accepted (opaque)");
-            self.forward_opaque(&mut stream, client, target.as_ref())
-                .await;
+            let admitted = admission.admit(&status, ConnKind::Tcp);
+            if matches!(admitted, Admitted::Refused) {
+                reset(tls_socket(&stream));
+                return;
+            }
+            tokio::select! {
+                _ = self.forward_opaque(&mut stream, client, target.as_ref()) => {}
+                _ = admitted.revoked() => reset(tls_socket(&stream)),
+            }
             return;
         }
         let (detected, mut io) = match detect(stream, self.detect_timeout).await {
@@ -220,14 +332,41 @@ impl Side {
             }
         };
         tracing::debug!(%client, ?detected, tls = ?status, "mTLS accepted");
+        let kind = match detected {
+            Detected::Http(_) => ConnKind::Http,
+            _ => ConnKind::Tcp,
+        };
+        let admitted = admission.admit(&status, kind);
+        if matches!(admitted, Admitted::Refused) {
+            reset(tls_socket(io.get_ref()));
+            return;
+        }
         match detected {
             Detected::Http(version) => {
-                server::serve(io, version, http(status), &self.drain, &self.server).await
+                let svc = http(status);
+                server::serve(
+                    io,
+                    version,
+                    svc,
+                    &self.drain,
+                    &self.server,
+                    admitted.revoked(),
+                )
+                .await
             }
             _ => {
-                self.forward_opaque(&mut io, client, target.as_ref()).await;
+                tokio::select! {
+                    _ = self.forward_opaque(&mut io, client, target.as_ref()) => {}
+                    _ = admitted.revoked() => reset(tls_socket(io.get_ref())),
+                }
             }
         }
+    }
+
+    /// True if `target`'s bytes are never inspected (discovery says so, or
+    /// `WEFT_PROXY_OPAQUE_PORTS` lists its port).
+    fn is_opaque(&self, target: Option<&Target>) -> bool {
+        target.is_some_and(|t| t.opaque || self.opaque_ports.contains(t.addr.port()))
     }
 
     fn refuses_unauthenticated(&self, target: Option<&Target>) -> bool {
@@ -295,4 +434,9 @@ impl Side {
             }
         }
     }
+}
+
+/// The socket under an accepted mTLS stream, to reset it.
+fn tls_socket(stream: &tokio_rustls::server::TlsStream<Accepting>) -> &TcpStream {
+    stream.get_ref().0.get_ref().get_ref()
 }

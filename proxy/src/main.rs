@@ -41,8 +41,12 @@ Configured by environment variables (defaults in brackets):
                                      are gone (Jobs; needs shareProcessNamespace) [false]
   WEFT_PROXY_DEFAULT_INBOUND_POLICY  all-unauthenticated | all-authenticated |
                                      cluster-unauthenticated | cluster-authenticated |
-                                     deny | audit; recorded, enforced by inbound
-                                     authorization [all-unauthenticated]
+                                     deny | audit: what inbound ports admit until the
+                                     controller answers [all-unauthenticated]
+  WEFT_PROXY_CLUSTER_NETWORKS        CIDRs cluster-* policies admit
+                                     [10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8]
+  WEFT_PROXY_INBOUND_PORTS           app ports whose policies are watched from start-up
+  WEFT_PROXY_INBOUND_TRUST_LOOPBACK  true: always admit 127.0.0.1 / ::1 (in a pod) [false]
   WEFT_PROXY_LOG                     log filter, e.g. info or weft_proxy=debug [info]
 ";
 

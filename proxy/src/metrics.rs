@@ -16,8 +16,10 @@
 //! `authority="overflow"`, so a client inventing Host headers cannot grow the
 //! proxy's memory without limit.
 
+pub mod authz;
 pub mod route;
 
+pub use authz::AuthzMetrics;
 pub use route::RouteMetrics;
 
 use crate::live::Live;
@@ -148,6 +150,8 @@ pub struct Metrics {
     pub identity: IdentityMetrics,
     /// Per-route metrics (ServiceProfile routes).
     pub route: RouteMetrics,
+    /// Inbound authorization decisions.
+    pub authz: AuthzMetrics,
     registry: Arc<Registry>,
 }
 
@@ -330,11 +334,13 @@ impl Metrics {
             identity.refresh.clone(),
         );
         let route = RouteMetrics::new(&mut registry);
+        let authz = AuthzMetrics::new(&mut registry);
         Self {
             http,
             tcp,
             identity,
             route,
+            authz,
             registry: Arc::new(registry),
         }
     }

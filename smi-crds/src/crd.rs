@@ -33,7 +33,8 @@ pub enum CrdError {
 
 /// All CRDs, one per kind, each with exactly one storage version:
 /// ServiceProfile (v1alpha2), TrafficSplit (v1alpha4), HTTPRouteGroup
-/// (v1alpha4), TCPRoute (v1alpha4) and TrafficTarget (v1alpha3).
+/// (v1alpha4), TCPRoute (v1alpha4) and TrafficTarget (v1alpha3; v1alpha2
+/// served too).
 pub fn crds() -> Result<Vec<CustomResourceDefinition>, CrdError> {
     let merge = |kind: &'static str, versions: Vec<CustomResourceDefinition>, storage: &str| {
         merge_crds(versions, storage).map_err(|source| CrdError::Merge { kind, source })
@@ -66,7 +67,14 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>, CrdError> {
             "v1alpha4",
         )?,
         specs::v1alpha4::TCPRoute::crd(),
-        access::TrafficTarget::crd(),
+        merge(
+            "TrafficTarget",
+            vec![
+                access::v1alpha2::TrafficTarget::crd(),
+                access::TrafficTarget::crd(),
+            ],
+            "v1alpha3",
+        )?,
     ])
 }
 

@@ -46,6 +46,14 @@ fn one_crd_per_kind_with_exactly_one_storage_version() {
         .find(|s| s.0.starts_with("serviceprofiles"))
         .unwrap();
     assert_eq!(sp.2, "v1alpha2");
+    let tt = summary
+        .iter()
+        .find(|s| s.0.starts_with("traffictargets"))
+        .unwrap();
+    let mut versions = tt.1.clone();
+    versions.sort();
+    assert_eq!(versions, ["v1alpha2", "v1alpha3"]);
+    assert_eq!(tt.2, "v1alpha3");
 }
 
 #[test]
@@ -71,4 +79,36 @@ fn crds_yaml_is_up_to_date() {
         "install/crds.yaml is stale; regenerate with \
          WEFT_UPDATE_CRDS=1 cargo test -p weft-smi-crds crds_yaml_is_up_to_date"
     );
+}
+
+/// Ports the API server must refuse (0, and a destination port of 0) are
+/// refused by the schema, and the destination `port` survives in the
+/// storage version (no conversion webhook: pruning it would widen access).
+#[test]
+fn access_schemas_bound_ports_and_keep_the_destination_port() {
+    let crds = crds().unwrap();
+    let find = |name: &str| {
+        let c = crds
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .unwrap();
+        serde_json::to_value(c).unwrap()
+    };
+    let tcp = find("tcproutes.specs.smi-spec.io");
+    let items = &tcp["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["matches"]["properties"]["ports"]["items"];
+    assert_eq!(items["minimum"].as_f64(), Some(1.0), "{items}");
+    assert_eq!(items["maximum"].as_f64(), Some(65535.0), "{items}");
+    let tt = find("traffictargets.access.smi-spec.io");
+    for v in tt["spec"]["versions"].as_array().unwrap() {
+        let port = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["destination"]["properties"]["port"];
+        assert_eq!(port["minimum"].as_f64(), Some(1.0), "{}: {port}", v["name"]);
+        assert_eq!(
+            port["maximum"].as_f64(),
+            Some(65535.0),
+            "{}: {port}",
+            v["name"]
+        );
+    }
 }

@@ -5,15 +5,16 @@
 use kube::core::ObjectMeta;
 use serde::de::DeserializeOwned;
 
-use crate::access::TrafficTarget;
+use crate::access::{self, TrafficTarget};
 use crate::error::ValidationErrors;
 use crate::profile::{self, ServiceProfile};
 use crate::specs;
 use crate::split::{self, AnyTrafficSplit};
 
-/// One object from a YAML stream. Older served versions of ServiceProfile
-/// and HTTPRouteGroup are converted to the storage version (same shape);
-/// TrafficSplit keeps its version because weights mean different things.
+/// One object from a YAML stream. Older served versions of ServiceProfile,
+/// HTTPRouteGroup and TrafficTarget are converted to the storage version
+/// (same shape); TrafficSplit keeps its version because weights mean
+/// different things.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyObject {
     /// `linkerd.io` ServiceProfile (v1alpha1 converted to v1alpha2).
@@ -24,7 +25,7 @@ pub enum AnyObject {
     HttpRouteGroup(Box<specs::v1alpha4::HTTPRouteGroup>),
     /// `specs.smi-spec.io/v1alpha4` TCPRoute.
     TcpRoute(Box<specs::v1alpha4::TCPRoute>),
-    /// `access.smi-spec.io/v1alpha3` TrafficTarget.
+    /// `access.smi-spec.io` TrafficTarget (v1alpha2 converted to v1alpha3).
     TrafficTarget(Box<TrafficTarget>),
     /// Any other kind (Service, Endpoints, Pod, …, or an unknown version of
     /// a known kind), left for the caller to decode from `object`.
@@ -65,14 +66,15 @@ impl AnyObject {
     }
 
     /// Runs the kind's validation so a feed can reject a bad object while
-    /// keeping the last good one. `Other` and TCPRoute always pass.
+    /// keeping the last good one. `Other` always passes.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         match self {
             Self::ServiceProfile(o) => o.validate(),
             Self::TrafficSplit(o) => o.to_split().map(|_| ()),
             Self::HttpRouteGroup(o) => o.validate(),
             Self::TrafficTarget(o) => o.validate(),
-            Self::TcpRoute(_) | Self::Other { .. } => Ok(()),
+            Self::TcpRoute(o) => o.validate(),
+            Self::Other { .. } => Ok(()),
         }
     }
 }
@@ -277,6 +279,10 @@ fn parse_chunk(
         }
         ("access.smi-spec.io/v1alpha3", "TrafficTarget") => {
             AnyObject::TrafficTarget(Box::new(typed(&text).map_err(|e| yaml_err(e, k))?))
+        }
+        ("access.smi-spec.io/v1alpha2", "TrafficTarget") => {
+            let old: access::v1alpha2::TrafficTarget = typed(&text).map_err(|e| yaml_err(e, k))?;
+            AnyObject::TrafficTarget(Box::new(old.into()))
         }
         _ => {
             let object = serde_json::to_value(&value).map_err(|e| {

@@ -114,14 +114,23 @@ fn validate_http_matches(matches: &[HttpMatch]) -> Result<(), ValidationErrors> 
     ValidationErrors::into_result(errs)
 }
 
-/// The storage version of HTTPRouteGroup.
+/// A list of port numbers as the API server should check them (1–65535).
+fn port_list_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "description": "Destination ports (1-65535).",
+        "items": { "type": "integer", "minimum": 1, "maximum": 65535 }
+    })
+}
+
+/// The storage version of HTTPRouteGroup, and TCPRoute.
 pub mod v1alpha4 {
     use kube::CustomResource;
     use schemars::JsonSchema;
     use serde::{Deserialize, Serialize};
 
     use super::HttpMatch;
-    use crate::error::ValidationErrors;
+    use crate::error::{FieldError, ValidationErrors};
 
     /// Named HTTP matches that TrafficSplits and TrafficTargets refer to.
     #[derive(
@@ -156,8 +165,9 @@ pub mod v1alpha4 {
         /// Optional name for the match.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub name: Option<String>,
-        /// Destination ports.
+        /// Destination ports (1–65535).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(schema_with = "super::port_list_schema")]
         pub ports: Vec<u16>,
     }
 
@@ -178,6 +188,39 @@ pub mod v1alpha4 {
         /// Which connections the route covers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub matches: Option<TcpMatch>,
+    }
+
+    impl TCPRoute {
+        /// Checks the ports (1–65535; larger numbers do not decode) and
+        /// the match name, naming each bad field.
+        pub fn validate(&self) -> Result<(), ValidationErrors> {
+            let mut errs = Vec::new();
+            if let Some(m) = &self.spec.matches {
+                if m.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                    errs.push(FieldError::new(
+                        "spec.matches.name",
+                        "must not be empty when set",
+                    ));
+                }
+                for (i, p) in m.ports.iter().enumerate() {
+                    if *p == 0 {
+                        errs.push(FieldError::new(
+                            format!("spec.matches.ports[{i}]"),
+                            "must be between 1 and 65535",
+                        ));
+                    }
+                }
+            }
+            ValidationErrors::into_result(errs)
+        }
+
+        /// Whether the route covers `port`: every port when it lists none.
+        pub fn selects_port(&self, port: u16) -> bool {
+            self.spec
+                .matches
+                .as_ref()
+                .is_none_or(|m| m.ports.is_empty() || m.ports.contains(&port))
+        }
     }
 }
 

@@ -928,3 +928,91 @@ fn typed_profiles_validate_like_parsed_ones() {
         ["spec.routes[0].condition", "spec.retryBudget.retryRatio"]
     );
 }
+
+const ACCESS: &str = include_str!("../testdata/access.yaml");
+
+#[test]
+fn traffic_targets_of_both_versions_decode_to_the_storage_form() {
+    use crate::access::TrafficTarget;
+    use crate::specs::v1alpha4::TCPRoute;
+    let docs = parse_documents(ACCESS).unwrap();
+    let targets: Vec<&TrafficTarget> = docs
+        .iter()
+        .filter_map(|o| match o {
+            AnyObject::TrafficTarget(t) => Some(&**t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets.len(), 2);
+    // v1alpha2 keeps its destination port and is served as v1alpha3.
+    assert_eq!(targets[0].spec.destination.port, Some(8080));
+    assert_eq!(
+        serde_json::to_value(targets[0]).unwrap()["apiVersion"],
+        "access.smi-spec.io/v1alpha3"
+    );
+    assert_eq!(targets[0].metadata.name.as_deref(), Some("api-service-api"));
+    assert_eq!(targets[0].spec.sources[1].namespace, None);
+    assert_eq!(targets[0].spec.rules[0].matches, ["api"]);
+    // The destination namespace defaults to the TrafficTarget's.
+    assert_eq!(targets[1].spec.destination.port, None);
+    assert_eq!(targets[1].destination_namespace(), "shop");
+    assert_eq!(targets[1].spec.rules[0].kind, "TCPRoute");
+    for d in &docs {
+        d.validate().unwrap();
+    }
+    let routes: Vec<&TCPRoute> = docs
+        .iter()
+        .filter_map(|o| match o {
+            AnyObject::TcpRoute(t) => Some(&**t),
+            _ => None,
+        })
+        .collect();
+    assert!(routes[0].selects_port(8080));
+    assert!(!routes[0].selects_port(8081));
+    assert!(routes[1].selects_port(1), "no ports: every port");
+}
+
+#[test]
+fn invalid_traffic_targets_and_tcp_routes_name_their_fields() {
+    let bad = ACCESS
+        .replace(
+            "kind: ServiceAccount\n    name: api-service\n    namespace: shop\n    port: 8080",
+            "kind: Group\n    name: api-service\n    namespace: \"\"\n    port: 0",
+        )
+        .replace(
+            "  - kind: HTTPRouteGroup\n    name: api-service-routes\n    matches:\n    - api",
+            "  - kind: UDPRoute\n    name: \"\"\n    matches:\n    - \"\"",
+        )
+        .replace("name: payments-service", "name: \" \"")
+        .replace("    - 8080\n", "    - 0\n    - 8080\n")
+        .replace("spec: {}", "spec: {matches: {name: \"\"}}");
+    let docs = parse_documents(&bad).unwrap();
+    let e = docs[0].validate().unwrap_err();
+    assert_eq!(
+        paths(&e),
+        [
+            "spec.destination.kind",
+            "spec.destination.namespace",
+            "spec.sources[1].name",
+            "spec.destination.port",
+            "spec.rules[0].kind",
+            "spec.rules[0].name",
+            "spec.rules[0].matches[0]",
+        ],
+        "{e}"
+    );
+    docs[1].validate().unwrap();
+    let e = docs[2].validate().unwrap_err();
+    assert_eq!(paths(&e), ["spec.matches.ports[0]"], "{e}");
+    let e = docs[3].validate().unwrap_err();
+    assert_eq!(paths(&e), ["spec.matches.name"], "{e}");
+    // A port beyond 65535 does not decode, with its field and line.
+    let e = parse_documents(&ACCESS.replace("    - 8080\n", "    - 70000\n")).unwrap_err();
+    assert_eq!(e.kind.as_deref(), Some("TCPRoute"), "{e}");
+    assert!(e.message.contains("spec.matches.ports[0]"), "{e}");
+    // Empty rules and sources are valid: such a target admits no one.
+    let empty = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n\
+                 metadata: {name: t, namespace: shop}\n\
+                 spec: {destination: {kind: ServiceAccount, name: web}}\n";
+    parse_documents(empty).unwrap()[0].validate().unwrap();
+}

@@ -164,5 +164,39 @@ async fn crds_install_and_every_kind_round_trips() -> Result<()> {
             _ => {}
         }
     }
+
+    // Both TrafficTarget versions; a v1alpha2 destination port survives
+    // being read as the storage version (no conversion webhook: the API
+    // server only changes apiVersion, and the v1alpha3 schema keeps it).
+    let access = include_str!("../testdata/access.yaml");
+    let first = access.split("\n---\n").next().unwrap();
+    let v2: access::v1alpha2::TrafficTarget = serde_yaml::from_str(first)?;
+    round_trip(&client, v2, "tt-v1alpha2").await?;
+    let api: Api<access::TrafficTarget> = Api::namespaced(client.clone(), NS);
+    let as_v3 = api.get("tt-v1alpha2").await?;
+    as_v3.validate()?;
+    assert_eq!(as_v3.spec.destination.port, Some(8080));
+    for (i, obj) in objects(access).into_iter().enumerate() {
+        let name = format!("access-{i}");
+        match obj {
+            AnyObject::TrafficTarget(t) => round_trip(&client, *t, &name).await?.validate()?,
+            AnyObject::TcpRoute(t) => round_trip(&client, *t, &name).await?.validate()?,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The schema refuses port 0.
+    let mut bad = objects(access).remove(2);
+    let AnyObject::TcpRoute(r) = &mut bad else {
+        panic!("not a TCPRoute")
+    };
+    r.spec.matches.as_mut().unwrap().ports = vec![0];
+    r.metadata.name = Some("port-zero".into());
+    r.metadata.namespace = Some(NS.into());
+    let routes: Api<specs::v1alpha4::TCPRoute> = Api::namespaced(client.clone(), NS);
+    let err = routes
+        .create(&PostParams::default(), r)
+        .await
+        .expect_err("port 0 accepted");
+    assert!(err.to_string().contains("ports"), "{err}");
     Ok(())
 }

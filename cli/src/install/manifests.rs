@@ -399,6 +399,10 @@ pub fn controller_command(values: &Values) -> Vec<String> {
         any(ports.webhook),
         "--admin-addr".into(),
         any(ports.admin),
+        "--default-inbound-policy".into(),
+        values.default_inbound_policy.clone(),
+        "--cluster-networks".into(),
+        values.cluster_networks.clone(),
     ])
     .collect()
 }

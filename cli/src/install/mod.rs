@@ -58,6 +58,26 @@ pub struct InstallArgs {
     /// anti-affinity and a webhook that fails closed (same as `--set ha=true`).
     #[arg(long, conflicts_with = "crds")]
     ha: bool,
+    /// Inbound policy of pods whose annotations set none (same as `--set
+    /// defaultInboundPolicy=POLICY`; see docs/policy.md).
+    #[arg(
+        long,
+        value_name = "POLICY",
+        value_parser = clap::builder::PossibleValuesParser::new(
+            weft_policy::DefaultPolicy::ALL.map(weft_policy::DefaultPolicy::as_str)
+        ),
+        conflicts_with = "crds"
+    )]
+    default_inbound_policy: Option<String>,
+    /// The cluster's pod and Service networks, comma-separated CIDRs: what
+    /// `cluster-*` policies admit (same as `--set clusterNetworks=CIDRS`).
+    #[arg(
+        long,
+        value_name = "CIDRS",
+        value_parser = parse_cluster_networks,
+        conflicts_with = "crds"
+    )]
+    cluster_networks: Option<String>,
     /// Trust anchor certificate(s) (PEM) to use instead of generating one.
     #[arg(
         long,
@@ -103,7 +123,12 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
     let objects = if args.crds {
         crds()?
     } else {
-        let values = load_values(&args.values, &args.set, args.ha)?;
+        let shorthands = Shorthands {
+            ha: args.ha,
+            default_inbound_policy: args.default_inbound_policy.clone(),
+            cluster_networks: args.cluster_networks.clone(),
+        };
+        let values = load_values(&args.values, &args.set, &shorthands)?;
         let identity = match (
             &args.identity_trust_anchors_file,
             &args.identity_issuer_certificate_file,
@@ -127,9 +152,26 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
         .context("writing to stdout")
 }
 
-/// Defaults, then each values file, then each `--set`, then `--ha`, then
-/// [`Values::finish`]'s checks: the order Helm users expect.
-pub fn load_values(files: &[PathBuf], sets: &[String], ha: bool) -> anyhow::Result<Values> {
+/// The flags that stand for one value each (`--ha` for `ha=true`, ...):
+/// applied after every `-f` and `--set`, so the flag on the command line
+/// wins.
+#[derive(Clone, Debug, Default)]
+pub struct Shorthands {
+    /// `--ha`.
+    pub ha: bool,
+    /// `--default-inbound-policy` (already one of the names).
+    pub default_inbound_policy: Option<String>,
+    /// `--cluster-networks` (already parsed once).
+    pub cluster_networks: Option<String>,
+}
+
+/// Defaults, then each values file, then each `--set`, then the shorthand
+/// flags, then [`Values::finish`]'s checks: the order Helm users expect.
+pub fn load_values(
+    files: &[PathBuf],
+    sets: &[String],
+    shorthands: &Shorthands,
+) -> anyhow::Result<Values> {
     let mut values = Values::default();
     for file in files {
         let text = read(file)?;
@@ -138,10 +180,26 @@ pub fn load_values(files: &[PathBuf], sets: &[String], ha: bool) -> anyhow::Resu
     for set in sets {
         values.set(set)?;
     }
-    if ha {
+    if shorthands.ha {
         values.ha = true;
     }
+    if let Some(policy) = &shorthands.default_inbound_policy {
+        values.default_inbound_policy.clone_from(policy);
+    }
+    if let Some(networks) = &shorthands.cluster_networks {
+        values.cluster_networks.clone_from(networks);
+    }
     Ok(values.finish()?)
+}
+
+/// `--cluster-networks`: CIDRs as weft-policy reads them, at least one,
+/// refused by clap (exit 2) before anything is rendered.
+fn parse_cluster_networks(text: &str) -> Result<String, String> {
+    let nets = weft_policy::parse_networks(text).map_err(|e| e.to_string())?;
+    if nets.is_empty() {
+        return Err("expected at least one CIDR (e.g. 10.0.0.0/8)".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// The CRDs of `install/crds.yaml`, each given the install labels so that

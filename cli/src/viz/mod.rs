@@ -1,17 +1,19 @@
 //! `weft stat`, `edges`, `routes` and `top`: the mesh's golden metrics, as
 //! `linkerd viz` shows them, read from the controller's metrics API
-//! (`weft_metrics_api::api`).
+//! (`weft_metrics_api::api`); and `weft authz`, the inbound policy the
+//! controller serves each pod port, from the same API.
 //!
 //! - [`client`]: reaching the controller, directly or through the
 //!   Kubernetes API server.
 //! - [`table`] and [`format`]: the one table writer and Linkerd's cell
 //!   formats, shared by every view (and the demo's live view).
-//! - [`stat`], [`edges`], [`routes`], [`top`]: one module per command, each
-//!   with its flags, its `fetch_*` and its `render_*`.
+//! - [`stat`], [`edges`], [`routes`], [`top`], [`authz`]: one module per
+//!   command, each with its flags, its `fetch_*` and its `render_*`.
 //!
 //! The demo calls [`fetch_stat`], [`render_stat`], [`fetch_edges`] and
 //! [`render_edges`] with a [`ControllerClient::direct`] client.
 
+pub mod authz;
 pub mod client;
 pub mod edges;
 pub mod format;

@@ -19,7 +19,9 @@ Display traffic stats about one or many resources.
 RESOURCE is TYPE, TYPE/NAME or TYPE NAME. Types: namespace (ns), deployment
 (deploy), statefulset (sts), daemonset (ds), job, pod (po), service (svc),
 authority (au), trafficsplit (ts). Resources with no traffic in the window
-still get a row, with `-` for what was not measured.
+still get a row, with `-` for what was not measured. Wide output adds byte
+rates and, for workloads, UNAUTHORIZED: the requests and connections their
+proxies refused by inbound authorization in the window.
 
   weft stat deploy -n shop                  # every deployment in shop
   weft stat deploy/web                      # one deployment
@@ -151,6 +153,8 @@ fn stat_table(
     let authority = parsed == Some(ResourceKind::Authority);
     // Linkerd shows byte rates for workloads only.
     let bytes = wide && !split && !authority;
+    // Refusals are counted by a workload's own proxies (docs/policy.md).
+    let unauthorized = wide && parsed.is_some_and(ResourceKind::has_pods);
     let mut headers: Vec<&str> = Vec::new();
     if all_namespaces {
         headers.push("NAMESPACE");
@@ -173,6 +177,9 @@ fn stat_table(
     }
     if bytes {
         headers.extend(["READ_BYTES/SEC", "WRITE_BYTES/SEC"]);
+    }
+    if unauthorized {
+        headers.push("UNAUTHORIZED");
     }
     let mut table = Table::new(headers);
     for row in rows {
@@ -208,6 +215,9 @@ fn stat_table(
             cells.push(format::byte_rate(row.tcp_read_bytes_rate));
             cells.push(format::byte_rate(row.tcp_write_bytes_rate));
         }
+        if unauthorized {
+            cells.push(format::count(row.unauthorized));
+        }
         table.push(cells);
     }
     table
@@ -231,8 +241,27 @@ mod tests {
             tcp_open_connections: Some(1),
             tcp_read_bytes_rate: Some(1200.25),
             tcp_write_bytes_rate: Some(30.0),
+            unauthorized: Some(7),
             ..StatRow::default()
         }
+    }
+
+    #[test]
+    fn wide_workloads_count_unauthorized_last() {
+        let mut idle = row("a", "deployment", "idle");
+        idle.unauthorized = None;
+        let out = render_stat(&[row("a", "deployment", "web"), idle], Output::Wide, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with("WRITE_BYTES/SEC   UNAUTHORIZED"),
+            "{out}"
+        );
+        assert!(lines[1].ends_with("30.0B/s           7"), "{out}");
+        assert!(lines[2].ends_with("   -"), "{out}");
+        let narrow = render_stat(&[row("a", "deployment", "web")], Output::Table, false);
+        assert!(!narrow.contains("UNAUTHORIZED"), "{narrow}");
+        let svc = render_stat(&[row("a", "service", "books")], Output::Wide, false);
+        assert!(!svc.contains("UNAUTHORIZED"), "{svc}");
     }
 
     #[test]

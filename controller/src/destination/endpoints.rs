@@ -12,6 +12,7 @@ use super::authority::{Authority, Target};
 use crate::store::endpoint_set::EndpointPort;
 use crate::store::{ObjectKey, Snapshot};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use linkerd2_proxy_api::destination::{
     protocol_hint, tls_identity, update, AddrSet, DestinationProfile, NoEndpoints, ProtocolHint,
@@ -163,15 +164,23 @@ pub fn pod_profile(snap: &Snapshot, addr: SocketAddr, trust_domain: &str) -> Des
 
 /// Whether `pod`'s `config.linkerd.io/opaque-ports` lists `port`.
 fn pod_opaque(pod: &Pod, port: u16) -> bool {
-    pod.metadata
-        .annotations
+    opaque_ports(&pod.metadata).is_some_and(|list| lists_port(list, port))
+}
+
+/// The `config.linkerd.io/opaque-ports` annotation of an object, if set.
+pub(crate) fn opaque_ports(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
         .as_ref()
         .and_then(|a| a.get(OPAQUE_PORTS_ANNOTATION))
-        .is_some_and(|list| {
-            list.split(',')
-                .filter_map(|p| weft_smi_crds::profile::parse_port_range(p.trim()).ok())
-                .any(|(lo, hi)| (lo..=hi).contains(&port))
-        })
+        .map(String::as_str)
+}
+
+/// Whether an opaque-ports list (`3306,8000-8100`) contains `port`;
+/// entries that do not parse are skipped.
+pub(crate) fn lists_port(list: &str, port: u16) -> bool {
+    list.split(',')
+        .filter_map(|p| weft_smi_crds::profile::parse_port_range(p.trim()).ok())
+        .any(|(lo, hi)| (lo..=hi).contains(&port))
 }
 
 /// Whether a ready endpoint of `target` is a Pod whose

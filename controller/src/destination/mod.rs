@@ -31,6 +31,7 @@
 
 pub mod authority;
 pub mod endpoints;
+pub mod inbound;
 pub mod policy;
 pub mod profile;
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub struct Translation {
 /// Why one match-gated split cannot be turned into a route. The split is
 /// left out (its requests take the catch-all), never applied to all
 /// traffic.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
     /// `spec.matches[i]` names a route group that is not in the store
     /// (never created, deleted, or rejected by validation).
@@ -653,8 +653,9 @@ pub(crate) fn rule_matches(
 }
 
 /// One SMI match: one `HttpRouteMatch` per method (any method: one
-/// without), each with the anchored path and header regexes.
-fn route_matches(
+/// without), each with the anchored path and header regexes. Shared with
+/// the inbound policy (`inbound`), so both read an HTTPRouteGroup alike.
+pub(crate) fn route_matches(
     group: &ObjectKey,
     index: usize,
     m: &HttpMatch,

@@ -520,10 +520,11 @@ pub fn split_problems(snap: &Snapshot, cluster_domain: &str) -> Vec<(ObjectKey, 
         .collect()
 }
 
-/// Which split problems are current and which were reported, so each is
+/// Which problems are current and which were reported, so each is
 /// reported once when it has lasted [`REPORT_AFTER`], and again only if it
 /// goes away and comes back. Bounded by the store: problems no longer
-/// found are forgotten.
+/// found are forgotten. A problem is identified by its object and its
+/// text (`Display`), so one kind of problem type serves every reconciler.
 #[derive(Debug, Default)]
 pub struct Tracker {
     active: HashMap<(ObjectKey, String), Active>,
@@ -541,12 +542,12 @@ impl Tracker {
     /// Takes the problems found at `now`; returns those to report now
     /// (present for at least `grace`, not reported yet) and when the next
     /// pending one will be due.
-    pub fn observe(
+    pub fn observe<P: std::fmt::Display>(
         &mut self,
         now: Instant,
         grace: Duration,
-        found: Vec<(ObjectKey, SplitProblem)>,
-    ) -> (Vec<(ObjectKey, SplitProblem)>, Option<Instant>) {
+        found: Vec<(ObjectKey, P)>,
+    ) -> (Vec<(ObjectKey, P)>, Option<Instant>) {
         let mut old = std::mem::take(&mut self.active);
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
@@ -592,16 +593,36 @@ pub async fn check_splits(
     sink: Option<ClusterSink>,
     start: impl Future<Output = ()>,
 ) {
+    reconcile(
+        store,
+        start,
+        |snap| split_problems(snap, &cluster_domain),
+        |key, problem| report(key, problem, sink.as_ref()),
+    )
+    .await;
+}
+
+/// A reconciler's loop: after `start`, runs `find` on each store snapshot
+/// (at most every [`COALESCE`]) and hands each problem to `report` once it
+/// has lasted [`REPORT_AFTER`] ([`Tracker`]). Runs until the store is
+/// dropped. Shared by the TrafficSplit and access (`super::access`)
+/// reconcilers.
+pub async fn reconcile<P: std::fmt::Display>(
+    store: Store,
+    start: impl Future<Output = ()>,
+    find: impl Fn(&Snapshot) -> Vec<(ObjectKey, P)>,
+    report: impl Fn(&ObjectKey, &P),
+) {
     start.await;
     let mut snapshots = store.subscribe();
     drop(store);
     let mut tracker = Tracker::default();
     loop {
         let snap = snapshots.borrow_and_update().clone();
-        let found = split_problems(&snap, &cluster_domain);
+        let found = find(&snap);
         let (due, next) = tracker.observe(Instant::now(), REPORT_AFTER, found);
         for (key, problem) in due {
-            report(&key, &problem, sink.as_ref());
+            report(&key, &problem);
         }
         let deadline = async {
             match next {
@@ -875,7 +896,11 @@ spec: {ports: [{port: 80}]}
         assert!(due.is_empty(), "reported once");
         // A problem that lasted less than the grace period is never
         // reported; one that goes away and comes back is reported again.
-        let (due, _) = t.observe(t0 + Duration::from_secs(10), grace, Vec::new());
+        let (due, _) = t.observe(
+            t0 + Duration::from_secs(10),
+            grace,
+            Vec::<(ObjectKey, SplitProblem)>::new(),
+        );
         assert!(due.is_empty());
         let (due, _) = t.observe(t0 + Duration::from_secs(11), grace, found());
         assert!(due.is_empty());

@@ -6,10 +6,11 @@
 //! starting with `.` are skipped, so editors' and atomic writers' temporary
 //! files are ignored) may hold several `---`-separated documents. Each
 //! document is decoded by `weft-smi-crds`' loader (the one the CLI uses)
-//! and dispatched by `apiVersion`/`kind`: core kinds to their k8s-openapi
-//! types, ServiceProfile/TrafficSplit/HTTPRouteGroup to the typed and
-//! validated `weft-smi-crds` forms; other kinds (ConfigMap, TrafficTarget,
-//! …) are skipped with a debug log so they can live in the same directory.
+//! and dispatched by `apiVersion`/`kind`: core kinds (Service, Endpoints,
+//! Pod, ServiceAccount, Namespace) to their k8s-openapi types,
+//! ServiceProfile/TrafficSplit/HTTPRouteGroup/TCPRoute/TrafficTarget to the
+//! typed and validated `weft-smi-crds` forms; other kinds (ConfigMap, …)
+//! are skipped with a debug log so they can live in the same directory.
 //!
 //! The directory is polled (file size, mtime, ctime and inode); a changed
 //! file is re-parsed and the store's contents are replaced in one step. A
@@ -23,7 +24,7 @@
 
 use super::Checked;
 use crate::store::{Kind, Object, ObjectKey, Store};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -208,6 +209,7 @@ fn core_object(
         ("v1", "Endpoints") => typed(object).map(Object::Endpoints),
         ("v1", "Pod") => typed(object).map(Object::Pod),
         ("v1", "ServiceAccount") => typed(object).map(Object::ServiceAccount),
+        ("v1", "Namespace") => typed(object).map(Object::Namespace),
         _ => return None,
     })
 }
@@ -238,6 +240,7 @@ fn core_error(
                 ("v1", "Endpoints") => Endpoints::deserialize(doc).err(),
                 ("v1", "Pod") => Pod::deserialize(doc).err(),
                 ("v1", "ServiceAccount") => ServiceAccount::deserialize(doc).err(),
+                ("v1", "Namespace") => Namespace::deserialize(doc).err(),
                 _ => None,
             });
     match located.flatten() {
@@ -471,6 +474,7 @@ impl FileFeed {
             let snap = self.store.snapshot();
             let (services, endpoints, pods, service_accounts) = snap.counts();
             let (service_profiles, traffic_splits, http_route_groups) = snap.policy_counts();
+            let (traffic_targets, tcp_routes, namespaces) = snap.access_counts();
             tracing::info!(
                 version = snap.version,
                 services,
@@ -480,6 +484,9 @@ impl FileFeed {
                 service_profiles,
                 traffic_splits,
                 http_route_groups,
+                traffic_targets,
+                tcp_routes,
+                namespaces,
                 "store updated from the config dir"
             );
         }
@@ -649,5 +656,49 @@ spec:
         .unwrap();
         assert_eq!(feed.poll().rejected, 1);
         assert_eq!(store.snapshot().policy_counts(), (1, 1, 0));
+    }
+
+    const TARGET: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: access.smi-spec.io/v1alpha2
+kind: TrafficTarget
+metadata: {name: t, namespace: shop}
+spec:
+  destination: {kind: ServiceAccount, name: web, port: 8080}
+  sources: [{kind: ServiceAccount, name: api}]
+  rules: [{kind: TCPRoute, name: db}]
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: db, namespace: shop}
+spec: {matches: {ports: [8080]}}
+";
+
+    #[test]
+    fn access_objects_are_loaded_and_invalid_ones_keep_their_previous_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new();
+        let mut feed = FileFeed::new(tmp.path().to_owned(), store.clone()).unwrap();
+        std::fs::write(tmp.path().join("tt.yaml"), TARGET).unwrap();
+        assert_eq!(feed.poll().loaded, 1);
+        let snap = store.snapshot();
+        assert_eq!(snap.access_counts(), (1, 1, 1));
+        let key = ObjectKey::new("shop", "t");
+        assert_eq!(snap.traffic_targets[&key].spec.destination.port, Some(8080));
+        // An invalid new version (port 0, a bad kind) is rejected: the
+        // previous one stays in force, as does the rejected TCPRoute's.
+        let bad = TARGET
+            .replace("port: 8080", "port: 0")
+            .replace("ports: [8080]", "ports: [0]");
+        std::fs::write(tmp.path().join("tt.yaml"), bad).unwrap();
+        assert_eq!(feed.poll().rejected, 2);
+        let snap = store.snapshot();
+        assert_eq!(snap.traffic_targets[&key].spec.destination.port, Some(8080));
+        let db = &snap.tcp_routes[&ObjectKey::new("shop", "db")];
+        assert!(db.selects_port(8080) && !db.selects_port(1));
+        assert_eq!(snap.targets_of("shop", "web").count(), 1);
     }
 }

@@ -2,11 +2,14 @@
 //! server (`--kubeconfig`), so cluster mode answers `Get`/`GetProfile`
 //! through the same translation as the file feed.
 //!
-//! One watcher per kind, across all namespaces: core/v1 Service, Pod and
-//! ServiceAccount, the Services' endpoints, and the CRDs ServiceProfile
-//! (`linkerd.io/v1alpha2`), TrafficSplit (`split.smi-spec.io/v1alpha4`,
-//! the storage version `install/crds.yaml` defines) and HTTPRouteGroup
-//! (`specs.smi-spec.io/v1alpha4`).
+//! One watcher per kind, across all namespaces: core/v1 Service, Pod,
+//! ServiceAccount and Namespace, the Services' endpoints, and the CRDs
+//! ServiceProfile (`linkerd.io/v1alpha2`), TrafficSplit
+//! (`split.smi-spec.io/v1alpha4`, the storage version `install/crds.yaml`
+//! defines), HTTPRouteGroup and TCPRoute (`specs.smi-spec.io/v1alpha4`)
+//! and TrafficTarget (`access.smi-spec.io/v1alpha3`; objects written as
+//! v1alpha2 are served as v1alpha3 unchanged, their destination `port`
+//! included).
 //!
 //! Endpoints come from `discovery.k8s.io/v1` EndpointSlices when the API
 //! server serves them (Kubernetes 1.21+; asked once at start through API
@@ -33,16 +36,20 @@
 //! be quantities such as `900m`.
 //!
 //! A rejected object is also reported as a `Warning` Kubernetes Event
-//! regarding it (`Invalid<Kind>`), and a TrafficSplit reconciler checks the
+//! regarding it (`Invalid<Kind>`), a TrafficSplit reconciler checks the
 //! stored splits' references (unknown Services or HTTPRouteGroups,
-//! self-references) after every change; see [`super::events`]. Events are
-//! queued, never awaited, so they cannot slow a watch loop.
+//! self-references) after every change (see [`super::events`]), and an
+//! access reconciler the TrafficTargets' and the default-policy
+//! annotations' (see [`super::access`]). Events are queued, never awaited,
+//! so they cannot slow a watch loop.
 
 use super::events::{self, ClusterSink, Events, Refs, Warning};
 use super::{check, key_of, Checked};
 use crate::store::{Kind, Object, ObjectKey, Store};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, ObjectReference, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
@@ -54,7 +61,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use weft_smi_crds::specs::v1alpha4::HTTPRouteGroup;
+use weft_smi_crds::access::TrafficTarget;
+use weft_smi_crds::specs::v1alpha4::{HTTPRouteGroup, TCPRoute};
 use weft_smi_crds::split::v1alpha4::TrafficSplit;
 use weft_smi_crds::{AnyObject, AnyTrafficSplit, ServiceProfile};
 
@@ -156,10 +164,10 @@ impl EndpointsSource {
 #[derive(Debug)]
 pub struct KubeFeed {
     first: Vec<(Kind, oneshot::Receiver<()>)>,
-    /// Starts the TrafficSplit reconciler once start-up has waited for the
-    /// first lists (or dropped the feed), so no split is judged against a
-    /// half-listed store.
-    synced: Option<oneshot::Sender<()>>,
+    /// Start the TrafficSplit and access reconcilers once start-up has
+    /// waited for the first lists (or dropped the feed), so no object is
+    /// judged against a half-listed store.
+    synced: Vec<oneshot::Sender<()>>,
 }
 
 /// Where one watcher reports besides the store.
@@ -175,13 +183,20 @@ struct Report {
 
 impl KubeFeed {
     /// Picks the endpoints source ([`EndpointsSource::detect`]) and spawns
-    /// one watcher per kind, writing to `store`, plus the Event publisher
-    /// and the TrafficSplit reconciler ([`events::check_splits`], judging
-    /// names in `cluster_domain`). Must run inside a Tokio runtime; the
-    /// tasks live as long as the process.
-    pub async fn start(client: &Client, store: &Store, cluster_domain: &str) -> Self {
+    /// one watcher per kind, writing to `store`, plus the Event publisher,
+    /// the TrafficSplit reconciler ([`events::check_splits`], judging
+    /// names in `cluster_domain`) and the access reconciler
+    /// ([`super::access::check_access`], naming identities in
+    /// `trust_domain`). Must run inside a Tokio runtime; the tasks live as
+    /// long as the process.
+    pub async fn start(
+        client: &Client,
+        store: &Store,
+        cluster_domain: &str,
+        trust_domain: &str,
+    ) -> Self {
         let source = EndpointsSource::detect(client).await;
-        Self::start_with(client, store, source, cluster_domain)
+        Self::start_with(client, store, source, cluster_domain, trust_domain)
     }
 
     /// Like [`start`](Self::start) with the endpoints source given.
@@ -190,6 +205,7 @@ impl KubeFeed {
         store: &Store,
         source: EndpointsSource,
         cluster_domain: &str,
+        trust_domain: &str,
     ) -> Self {
         let events = Events::start(client.clone());
         let refs = Refs::default();
@@ -202,6 +218,15 @@ impl KubeFeed {
             refs: Some(refs.clone()),
         };
         let (synced, start_checks) = oneshot::channel::<()>();
+        let (access_synced, start_access) = oneshot::channel::<()>();
+        tokio::spawn(super::access::check_access(
+            store.clone(),
+            trust_domain.to_owned(),
+            Some(events.clone()),
+            async move {
+                let _ = start_access.await;
+            },
+        ));
         tokio::spawn(events::check_splits(
             store.clone(),
             cluster_domain.to_owned(),
@@ -265,6 +290,16 @@ impl KubeFeed {
             ),
         );
         spawn(
+            Kind::Namespace,
+            spawn_watch(
+                Api::<Namespace>::all(client.clone()),
+                Kind::Namespace,
+                store,
+                Report::default(),
+                |o| Ok(Object::Namespace(Arc::new(o))),
+            ),
+        );
+        spawn(
             Kind::ServiceProfile,
             spawn_custom::<ServiceProfile>(
                 client,
@@ -291,10 +326,34 @@ impl KubeFeed {
         );
         spawn(
             Kind::HttpRouteGroup,
-            spawn_custom::<HTTPRouteGroup>(client, Kind::HttpRouteGroup, store, custom, |o| {
+            spawn_custom::<HTTPRouteGroup>(
+                client,
+                Kind::HttpRouteGroup,
+                store,
+                custom.clone(),
+                |o| {
+                    checked(
+                        decode::<HTTPRouteGroup>(o, Kind::HttpRouteGroup)
+                            .map(|rg| AnyObject::HttpRouteGroup(Box::new(rg)))?,
+                    )
+                },
+            ),
+        );
+        spawn(
+            Kind::TcpRoute,
+            spawn_custom::<TCPRoute>(client, Kind::TcpRoute, store, custom.clone(), |o| {
                 checked(
-                    decode::<HTTPRouteGroup>(o, Kind::HttpRouteGroup)
-                        .map(|rg| AnyObject::HttpRouteGroup(Box::new(rg)))?,
+                    decode::<TCPRoute>(o, Kind::TcpRoute)
+                        .map(|r| AnyObject::TcpRoute(Box::new(r)))?,
+                )
+            }),
+        );
+        spawn(
+            Kind::TrafficTarget,
+            spawn_custom::<TrafficTarget>(client, Kind::TrafficTarget, store, custom, |o| {
+                checked(
+                    decode::<TrafficTarget>(o, Kind::TrafficTarget)
+                        .map(|tt| AnyObject::TrafficTarget(Box::new(tt)))?,
                 )
             }),
         );
@@ -304,13 +363,13 @@ impl KubeFeed {
             .collect();
         tracing::info!(endpoints = %source, "kubernetes feed: endpoints from {source}");
         tracing::info!(
-            core = %format!("v1 Service, Pod, ServiceAccount, {source}"),
+            core = %format!("v1 Service, Pod, ServiceAccount, Namespace, {source}"),
             custom = %custom.join(", "),
             "kubernetes feed: watching all namespaces"
         );
         Self {
             first,
-            synced: Some(synced),
+            synced: vec![synced, access_synced],
         }
     }
 
@@ -318,7 +377,7 @@ impl KubeFeed {
     /// its first error (a missing CRD counts), at most `timeout`, so the
     /// first `Get` after start-up sees the cluster instead of an empty
     /// store. Returns the kinds that were not ready in time.
-    /// Then starts the TrafficSplit reconciler.
+    /// Then starts the TrafficSplit and access reconcilers.
     pub async fn wait_first_sync(self, timeout: Duration) -> Vec<Kind> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut late = Vec::new();
@@ -327,7 +386,7 @@ impl KubeFeed {
                 late.push(kind);
             }
         }
-        if let Some(synced) = self.synced {
+        for synced in self.synced {
             let _ = synced.send(());
         }
         late
@@ -336,7 +395,7 @@ impl KubeFeed {
 
 /// The custom kinds the controller watches, with their API group/version
 /// (from the typed kinds, so they cannot disagree with `weft-smi-crds`).
-pub fn custom_api_versions() -> [(Kind, String); 3] {
+pub fn custom_api_versions() -> [(Kind, String); 5] {
     [
         (
             Kind::ServiceProfile,
@@ -350,6 +409,11 @@ pub fn custom_api_versions() -> [(Kind, String); 3] {
             Kind::HttpRouteGroup,
             HTTPRouteGroup::api_version(&()).into_owned(),
         ),
+        (Kind::TcpRoute, TCPRoute::api_version(&()).into_owned()),
+        (
+            Kind::TrafficTarget,
+            TrafficTarget::api_version(&()).into_owned(),
+        ),
     ]
 }
 
@@ -357,7 +421,9 @@ pub fn custom_api_versions() -> [(Kind, String); 3] {
 /// `regarding`).
 fn api_version(kind: Kind) -> String {
     match kind {
-        Kind::Service | Kind::Endpoints | Kind::Pod | Kind::ServiceAccount => "v1".to_owned(),
+        Kind::Service | Kind::Endpoints | Kind::Pod | Kind::ServiceAccount | Kind::Namespace => {
+            "v1".to_owned()
+        }
         Kind::EndpointSlice => EndpointSlice::api_version(&()).into_owned(),
         custom => custom_api_versions()
             .into_iter()
@@ -430,8 +496,17 @@ fn checked(object: AnyObject) -> Result<Object, ObjectError> {
     }
 }
 
-fn key<K: Resource>(o: &K) -> Option<ObjectKey> {
+/// The store key of a watched object: `(namespace, name)`, or for a
+/// cluster-scoped kind (Namespace) the name alone ([`ObjectKey::cluster`]).
+fn key<K: Resource>(kind: Kind, o: &K) -> Option<ObjectKey> {
     let meta = o.meta();
+    if kind == Kind::Namespace {
+        return meta
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(ObjectKey::cluster);
+    }
     key_of(meta.namespace.as_deref(), meta.name.as_deref())
 }
 
@@ -468,7 +543,7 @@ fn accept<K: Resource>(
     mut o: K,
     convert: Convert<K>,
 ) -> Result<(Object, Option<ObjectReference>), Option<Object>> {
-    let Some(key) = key(&o) else {
+    let Some(key) = key(kind, &o) else {
         tracing::debug!(%kind, "skipping an object without metadata.name");
         return Err(None);
     };
@@ -536,7 +611,7 @@ async fn watch<K>(
                 relist_refs.clear();
             }
             Ok(Event::InitApply(o)) => {
-                let object_key = key(&o);
+                let object_key = key(kind, &o);
                 let accepted = accept(kind, &store, &report, o, convert);
                 let Some(buf) = relist.as_mut() else {
                     continue;
@@ -576,7 +651,7 @@ async fn watch<K>(
                 }
             }
             Ok(Event::Apply(o)) => {
-                let object_key = key(&o);
+                let object_key = key(kind, &o);
                 if let Ok((object, reference)) = accept(kind, &store, &report, o, convert) {
                     // The reference first: the reconciler reads it for
                     // what the store then holds.
@@ -587,7 +662,7 @@ async fn watch<K>(
                 }
             }
             Ok(Event::Delete(o)) => {
-                if let Some(key) = key(&o) {
+                if let Some(key) = key(kind, &o) {
                     store.remove(kind, &key);
                     if let Some(refs) = &report.refs {
                         refs.remove(&key);

@@ -7,8 +7,10 @@
 //! Kubernetes feed too, with the same field paths, and neither ever stores
 //! an invalid object. In cluster mode, rejected objects and TrafficSplits
 //! whose references do not resolve are also reported as Kubernetes Events
-//! ([`events`]).
+//! ([`events`]), as are TrafficTargets and default-policy annotations the
+//! inbound policy cannot fully apply ([`access`]).
 
+pub mod access;
 pub mod events;
 pub mod files;
 pub mod kube;
@@ -34,12 +36,12 @@ pub enum Checked {
         errors: ValidationErrors,
     },
     /// Not a policy kind the store holds: core kinds ([`AnyObject::Other`],
-    /// decoded by the caller) and TCPRoute/TrafficTarget (not stored).
+    /// decoded by the caller).
     Unstored(AnyObject),
 }
 
-/// Validates one ServiceProfile, TrafficSplit or HTTPRouteGroup exactly as
-/// every feed must: ServiceProfile and HTTPRouteGroup by their
+/// Validates one ServiceProfile, TrafficSplit, HTTPRouteGroup, TCPRoute or
+/// TrafficTarget exactly as every feed must: all but TrafficSplit by their
 /// `validate()`, TrafficSplits by normalizing them to a
 /// [`Split`](weft_smi_crds::Split) (which validates). One function, so the
 /// feeds cannot drift apart on what "valid" means.
@@ -78,7 +80,26 @@ pub fn check(object: AnyObject) -> Checked {
                 errors,
             },
         },
-        other => Checked::Unstored(other),
+        AnyObject::TcpRoute(r) => match r.validate() {
+            Ok(()) => Checked::Valid(Object::TcpRoute(Arc::new(*r))),
+            Err(errors) => Checked::Invalid {
+                kind: Kind::TcpRoute,
+                key: key_of(r.metadata.namespace.as_deref(), r.metadata.name.as_deref()),
+                errors,
+            },
+        },
+        AnyObject::TrafficTarget(tt) => match tt.validate() {
+            Ok(()) => Checked::Valid(Object::TrafficTarget(Arc::new(*tt))),
+            Err(errors) => Checked::Invalid {
+                kind: Kind::TrafficTarget,
+                key: key_of(
+                    tt.metadata.namespace.as_deref(),
+                    tt.metadata.name.as_deref(),
+                ),
+                errors,
+            },
+        },
+        other @ AnyObject::Other { .. } => Checked::Unstored(other),
     }
 }
 

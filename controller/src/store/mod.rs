@@ -10,26 +10,30 @@
 //! Besides the core kinds it holds the mesh's policy objects: ServiceProfiles
 //! (v1alpha1 already converted to v1alpha2 by `weft-smi-crds`),
 //! TrafficSplits in their normalized [`Split`] form (so the version a split
-//! was written in never matters downstream) and HTTPRouteGroups. Only
-//! objects that passed validation are stored: a feed keeps the previous
-//! valid version of an object instead of storing an invalid one.
+//! was written in never matters downstream), HTTPRouteGroups, TCPRoutes and
+//! TrafficTargets (v1alpha2 converted to v1alpha3), and the Namespaces
+//! (whose annotations carry defaults for their pods). Only objects that
+//! passed validation are stored: a feed keeps the previous valid version of
+//! an object instead of storing an invalid one.
 //!
-//! Two derived indexes are kept up to date on every change, so readers
-//! never scan: each Service's [`EndpointSet`] (from its Endpoints object,
-//! or merged from its EndpointSlices; see [`endpoint_set`]), the Pods by
-//! IP and the Services by ClusterIP (both for `IP:port` authorities).
+//! Derived indexes are kept up to date on every change, so readers never
+//! scan: each Service's [`EndpointSet`] (from its Endpoints object, or
+//! merged from its EndpointSlices; see [`endpoint_set`]), the Pods by IP
+//! and the Services by ClusterIP (both for `IP:port` authorities), and the
+//! TrafficTargets by destination ServiceAccount (for inbound policy).
 
 pub mod endpoint_set;
 
 pub use endpoint_set::EndpointSet;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
-use weft_smi_crds::specs::v1alpha4::HTTPRouteGroup;
+use weft_smi_crds::access::TrafficTarget;
+use weft_smi_crds::specs::v1alpha4::{HTTPRouteGroup, TCPRoute};
 use weft_smi_crds::{ServiceProfile, Split};
 
 /// Identifies a namespaced object of one kind: `(namespace, name)`.
@@ -48,6 +52,11 @@ impl ObjectKey {
             namespace: namespace.into(),
             name: name.into(),
         }
+    }
+
+    /// The key of a cluster-scoped object (a Namespace): no namespace.
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self::new("", name)
     }
 }
 
@@ -76,6 +85,12 @@ pub enum Kind {
     TrafficSplit,
     /// specs.smi-spec.io HTTPRouteGroup.
     HttpRouteGroup,
+    /// specs.smi-spec.io TCPRoute.
+    TcpRoute,
+    /// access.smi-spec.io TrafficTarget (any version).
+    TrafficTarget,
+    /// core/v1 Namespace (cluster-scoped: keyed with an empty namespace).
+    Namespace,
 }
 
 impl std::fmt::Display for Kind {
@@ -89,6 +104,9 @@ impl std::fmt::Display for Kind {
             Kind::ServiceProfile => "ServiceProfile",
             Kind::TrafficSplit => "TrafficSplit",
             Kind::HttpRouteGroup => "HTTPRouteGroup",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TrafficTarget => "TrafficTarget",
+            Kind::Namespace => "Namespace",
         })
     }
 }
@@ -113,6 +131,12 @@ pub enum Object {
     TrafficSplit(Arc<Split>),
     /// A validated HTTPRouteGroup (storage version).
     HttpRouteGroup(Arc<HTTPRouteGroup>),
+    /// A validated TCPRoute.
+    TcpRoute(Arc<TCPRoute>),
+    /// A validated TrafficTarget (storage version).
+    TrafficTarget(Arc<TrafficTarget>),
+    /// A Namespace.
+    Namespace(Arc<Namespace>),
 }
 
 impl Object {
@@ -127,12 +151,24 @@ impl Object {
             Object::ServiceProfile(_) => Kind::ServiceProfile,
             Object::TrafficSplit(_) => Kind::TrafficSplit,
             Object::HttpRouteGroup(_) => Kind::HttpRouteGroup,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::TrafficTarget(_) => Kind::TrafficTarget,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
     /// The object's `(namespace, name)`; `None` when it has no name (such
-    /// an object cannot be looked up, so feeds skip it).
+    /// an object cannot be looked up, so feeds skip it). A Namespace's key
+    /// has an empty namespace ([`ObjectKey::cluster`]).
     pub fn key(&self) -> Option<ObjectKey> {
+        if let Object::Namespace(o) = self {
+            return o
+                .metadata
+                .name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(ObjectKey::cluster);
+        }
         let (namespace, name) = match self {
             Object::Service(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::Endpoints(o) => (&o.metadata.namespace, &o.metadata.name),
@@ -142,6 +178,9 @@ impl Object {
             Object::ServiceProfile(o) => (&o.metadata.namespace, &o.metadata.name),
             Object::TrafficSplit(o) => (&o.namespace, &Some(o.name.clone())),
             Object::HttpRouteGroup(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::TcpRoute(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::TrafficTarget(o) => (&o.metadata.namespace, &o.metadata.name),
+            Object::Namespace(o) => (&None, &o.metadata.name),
         };
         let name = name.clone().filter(|n| !n.is_empty())?;
         let namespace = namespace
@@ -173,6 +212,12 @@ pub struct Snapshot {
     pub traffic_splits: BTreeMap<ObjectKey, Arc<Split>>,
     /// HTTPRouteGroups by key.
     pub http_route_groups: BTreeMap<ObjectKey, Arc<HTTPRouteGroup>>,
+    /// TCPRoutes by key.
+    pub tcp_routes: BTreeMap<ObjectKey, Arc<TCPRoute>>,
+    /// TrafficTargets by key (storage version).
+    pub traffic_targets: BTreeMap<ObjectKey, Arc<TrafficTarget>>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
     /// Derived: each Service's endpoints in the one shape translation reads.
     endpoint_sets: BTreeMap<ObjectKey, Arc<EndpointSet>>,
     /// Derived: the names of each Service's EndpointSlices.
@@ -182,6 +227,10 @@ pub struct Snapshot {
     /// Derived: Services by ClusterIP (`spec.clusterIPs`/`clusterIP`;
     /// headless Services have none).
     services_by_cluster_ip: BTreeMap<IpAddr, BTreeSet<ObjectKey>>,
+    /// Derived: TrafficTargets (names) by destination `(namespace,
+    /// ServiceAccount)`; only those that live in their destination's
+    /// namespace (the others govern nothing).
+    targets_by_destination: BTreeMap<ObjectKey, BTreeSet<String>>,
 }
 
 impl Snapshot {
@@ -255,6 +304,24 @@ impl Snapshot {
             Object::HttpRouteGroup(o) => {
                 self.http_route_groups.insert(key, o);
             }
+            Object::TcpRoute(o) => {
+                self.tcp_routes.insert(key, o);
+            }
+            Object::TrafficTarget(o) => {
+                let dest = destination(&o);
+                if let Some(old) = self.traffic_targets.insert(key.clone(), o) {
+                    self.unindex_target(&key, &old);
+                }
+                if let Some(dest) = dest {
+                    self.targets_by_destination
+                        .entry(dest)
+                        .or_default()
+                        .insert(key.name);
+                }
+            }
+            Object::Namespace(o) => {
+                self.namespaces.insert(key.name, o);
+            }
         }
         true
     }
@@ -294,6 +361,15 @@ impl Snapshot {
             Kind::ServiceProfile => self.service_profiles.remove(key).is_some(),
             Kind::TrafficSplit => self.traffic_splits.remove(key).is_some(),
             Kind::HttpRouteGroup => self.http_route_groups.remove(key).is_some(),
+            Kind::TcpRoute => self.tcp_routes.remove(key).is_some(),
+            Kind::TrafficTarget => match self.traffic_targets.remove(key) {
+                Some(tt) => {
+                    self.unindex_target(key, &tt);
+                    true
+                }
+                None => false,
+            },
+            Kind::Namespace => self.namespaces.remove(&key.name).is_some(),
         }
     }
 
@@ -328,6 +404,12 @@ impl Snapshot {
             Kind::ServiceProfile => self.service_profiles.clear(),
             Kind::TrafficSplit => self.traffic_splits.clear(),
             Kind::HttpRouteGroup => self.http_route_groups.clear(),
+            Kind::TcpRoute => self.tcp_routes.clear(),
+            Kind::TrafficTarget => {
+                self.traffic_targets.clear();
+                self.targets_by_destination.clear();
+            }
+            Kind::Namespace => self.namespaces.clear(),
         }
     }
 
@@ -363,7 +445,38 @@ impl Snapshot {
                 .get(key)
                 .cloned()
                 .map(Object::HttpRouteGroup),
+            Kind::TcpRoute => self.tcp_routes.get(key).cloned().map(Object::TcpRoute),
+            Kind::TrafficTarget => self
+                .traffic_targets
+                .get(key)
+                .cloned()
+                .map(Object::TrafficTarget),
+            Kind::Namespace => self
+                .namespaces
+                .get(&key.name)
+                .cloned()
+                .map(Object::Namespace),
         }
+    }
+
+    /// The TrafficTargets whose destination is ServiceAccount
+    /// `service_account` of `namespace` and that live in that namespace
+    /// (one in another namespace governs nothing), in name order.
+    pub fn targets_of(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> impl Iterator<Item = (ObjectKey, &Arc<TrafficTarget>)> + '_ {
+        let namespace = namespace.to_owned();
+        self.targets_by_destination
+            .get(&ObjectKey::new(&namespace, service_account))
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| {
+                let key = ObjectKey::new(&namespace, name);
+                let tt = self.traffic_targets.get(&key)?;
+                Some((key, tt))
+            })
     }
 
     /// The endpoints of Service `service`, from its EndpointSlices when it
@@ -436,6 +549,17 @@ impl Snapshot {
         }
     }
 
+    fn unindex_target(&mut self, key: &ObjectKey, tt: &TrafficTarget) {
+        if let Some(dest) = destination(tt) {
+            if let Some(names) = self.targets_by_destination.get_mut(&dest) {
+                names.remove(&key.name);
+                if names.is_empty() {
+                    self.targets_by_destination.remove(&dest);
+                }
+            }
+        }
+    }
+
     fn unindex_pod(&mut self, key: &ObjectKey, pod: &Pod) {
         for ip in pod_ips(pod) {
             if let Some(keys) = self.pods_by_ip.get_mut(&ip) {
@@ -466,6 +590,23 @@ impl Snapshot {
             self.http_route_groups.len(),
         )
     }
+
+    /// How many access objects: `(traffic targets, TCP routes, namespaces)`.
+    pub fn access_counts(&self) -> (usize, usize, usize) {
+        (
+            self.traffic_targets.len(),
+            self.tcp_routes.len(),
+            self.namespaces.len(),
+        )
+    }
+}
+
+/// The `(namespace, ServiceAccount)` a TrafficTarget governs; `None` when
+/// its destination is in another namespace than its own (ignored: see
+/// docs/policy.md).
+fn destination(tt: &TrafficTarget) -> Option<ObjectKey> {
+    let own = tt.own_namespace();
+    (tt.destination_namespace() == own).then(|| ObjectKey::new(own, &tt.spec.destination.name))
 }
 
 /// The IPs a Pod answers on for `IP:port` authorities: `status.podIPs`
@@ -608,6 +749,9 @@ impl Store {
             Kind::ServiceProfile => s.service_profiles.contains_key(key),
             Kind::TrafficSplit => s.traffic_splits.contains_key(key),
             Kind::HttpRouteGroup => s.http_route_groups.contains_key(key),
+            Kind::TcpRoute => s.tcp_routes.contains_key(key),
+            Kind::TrafficTarget => s.traffic_targets.contains_key(key),
+            Kind::Namespace => s.namespaces.contains_key(&key.name),
         }
     }
 }
@@ -821,5 +965,62 @@ mod tests {
         assert!(names(&store.snapshot(), "10.1.0.4").is_empty());
         store.replace_kind(Kind::Pod, []);
         assert!(names(&store.snapshot(), "10.1.0.3").is_empty());
+    }
+
+    fn tt(name: &str, dest: &str, dest_ns: Option<&str>) -> Object {
+        let t: TrafficTarget = serde_json::from_value(serde_json::json!({
+            "apiVersion": "access.smi-spec.io/v1alpha3",
+            "kind": "TrafficTarget",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"destination": {"kind": "ServiceAccount", "name": dest, "namespace": dest_ns}}
+        }))
+        .unwrap();
+        Object::TrafficTarget(Arc::new(t))
+    }
+
+    #[test]
+    fn traffic_targets_are_indexed_by_their_own_namespace_destination() {
+        let store = Store::new();
+        let names = |sa: &str| -> Vec<String> {
+            store
+                .snapshot()
+                .targets_of("shop", sa)
+                .map(|(k, _)| k.name)
+                .collect()
+        };
+        store.replace_all([
+            tt("a", "web", None),
+            tt("b", "web", Some("shop")),
+            tt("foreign", "web", Some("bank")),
+        ]);
+        assert_eq!(names("web"), ["a", "b"]);
+        assert!(store.snapshot().targets_of("bank", "web").next().is_none());
+        // A target changes destination: it leaves the old one.
+        store.upsert(tt("b", "api", None));
+        assert_eq!(names("web"), ["a"]);
+        assert_eq!(names("api"), ["b"]);
+        store.remove(Kind::TrafficTarget, &ObjectKey::new("shop", "a"));
+        assert!(names("web").is_empty());
+        store.replace_kind(Kind::TrafficTarget, [tt("c", "web", None)]);
+        assert_eq!(names("web"), ["c"]);
+        assert!(names("api").is_empty());
+        assert_eq!(store.snapshot().access_counts(), (1, 0, 0));
+    }
+
+    #[test]
+    fn namespaces_are_keyed_by_name_alone() {
+        let store = Store::new();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "shop"}})).unwrap();
+        let o = Object::Namespace(Arc::new(ns));
+        assert_eq!(o.key(), Some(ObjectKey::cluster("shop")));
+        store.upsert(o);
+        assert!(store.snapshot().namespaces.contains_key("shop"));
+        assert!(store
+            .snapshot()
+            .get(Kind::Namespace, &ObjectKey::cluster("shop"))
+            .is_some());
+        store.remove(Kind::Namespace, &ObjectKey::cluster("shop"));
+        assert!(store.snapshot().namespaces.is_empty());
     }
 }

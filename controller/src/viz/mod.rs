@@ -6,8 +6,10 @@
 //! (`weft_metrics_api::ring`); the query modules ([`stat`], [`edges`],
 //! [`routes`], [`top`]) answer `/api/v1/...` on the admin port with
 //! Linkerd's PromQL semantics (`weft_metrics_api::promql`). See
-//! `docs/observability.md`.
+//! `docs/observability.md`. [`authz`] answers `weft authz` from the store
+//! alone: the inbound policy each pod port is served.
 
+pub mod authz;
 pub mod edges;
 pub mod query;
 pub mod routes;
@@ -46,6 +48,9 @@ pub struct Settings {
     pub trust_domain: String,
     /// The cluster domain of Service names.
     pub cluster_domain: String,
+    /// What inbound policy is computed from (`/api/v1/authz`): the same
+    /// settings the inbound policy API serves proxies with.
+    pub inbound: crate::destination::inbound::InboundSettings,
 }
 
 /// What the scrape loop last saw of one proxy.
@@ -202,6 +207,11 @@ impl Viz {
                 Err(e) => json_result::<()>(Err(bad_request(e))),
             },
             api::TARGETS_PATH => json_result(Ok(self.targets())),
+            api::AUTHZ_PATH => json_result(
+                api::AuthzQuery::from_query(query)
+                    .map_err(bad_request)
+                    .and_then(|q| authz::authz(self, &q)),
+            ),
             _ => return None,
         };
         Some(rsp)

@@ -162,6 +162,11 @@ pub struct Golden {
     pub write_bytes: f64,
     /// Whether any TCP series was in range.
     pub tcp: bool,
+    /// `increase(inbound_http_authz_deny_total)` +
+    /// `increase(inbound_tcp_authz_deny_total)`.
+    pub unauthorized: f64,
+    /// Whether any authorization refusal series was in range.
+    pub authz: bool,
 }
 
 impl Golden {
@@ -216,6 +221,15 @@ impl Golden {
         }
     }
 
+    /// Adds one series of the authorization refusal families, read with
+    /// [`lazy_counter`] (the proxy creates them on the first refusal).
+    pub fn add_authz(&mut self, samples: &[(f64, f64)], range: Range) {
+        if let Some(inc) = promql::increase(samples, range.start, range.end) {
+            self.authz = true;
+            self.unauthorized += inc;
+        }
+    }
+
     /// Responses in the window.
     pub fn requests(&self) -> f64 {
         self.success + self.failure
@@ -243,6 +257,15 @@ impl Golden {
         row.latency_ms_p50 = self.quantile(0.5);
         row.latency_ms_p95 = self.quantile(0.95);
         row.latency_ms_p99 = self.quantile(0.99);
+    }
+
+    /// Writes `unauthorized`: a count wherever anything of the workload's
+    /// inbound side was measured (0 when its proxies refused nothing),
+    /// `null` (printed `-`) where nothing was.
+    pub fn fill_authz(&self, row: &mut StatRow) {
+        if self.authz || self.http || self.tcp {
+            row.unauthorized = Some(self.unauthorized.max(0.0).round() as u64);
+        }
     }
 
     /// Writes the TCP cells of a stat row.
@@ -285,6 +308,25 @@ pub fn pod_counts(snapshot: &Snapshot, kind: ResourceKind) -> BTreeMap<RowKey, (
         }
     }
     counts
+}
+
+/// The samples of a counter the proxy creates on first use (the
+/// authorization refusals): when the series first appears inside `range`
+/// after a scrape of the same proxy without it, that scrape counted 0, so
+/// the first refusals count as an increase. (Prometheus' `increase` would
+/// take the first value as the baseline and miss them; with one series per
+/// proxy, that would hide every proxy's first refusals.)
+pub fn lazy_counter(
+    ring: &TargetRing,
+    mut samples: Vec<(f64, f64)>,
+    range: Range,
+) -> Vec<(f64, f64)> {
+    if let Some(&(first, _)) = samples.first() {
+        if let Some(before) = ring.scrape_before(first, range.start) {
+            samples.insert(0, (before, 0.0));
+        }
+    }
+    samples
 }
 
 /// Every series of a ring with its samples in `range` (the one place that

@@ -4,7 +4,9 @@
 //! A malformed value never blocks a pod: it is skipped (the next source
 //! applies, down to the install value) and reported as an
 //! [`AnnotationWarning`], which the webhook turns into a Warning Event and
-//! `weft inject` prints.
+//! `weft inject` prints. The one exception is
+//! `config.linkerd.io/default-inbound-policy`, which fails closed: a value
+//! that names no policy is `deny` (see `docs/policy.md`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,8 +14,10 @@ use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use weft_policy::DefaultPolicy;
+
 use super::{AnnotationWarning, PodContext};
-use crate::values::{Values, INBOUND_POLICIES};
+use crate::values::Values;
 
 /// Inbound ports iptables leaves alone (`p,lo-hi`); the admin port is always added.
 pub const SKIP_INBOUND_PORTS: &str = "config.linkerd.io/skip-inbound-ports";
@@ -35,8 +39,8 @@ pub const PROXY_MEMORY_REQUEST: &str = "config.linkerd.io/proxy-memory-request";
 pub const PROXY_MEMORY_LIMIT: &str = "config.linkerd.io/proxy-memory-limit";
 /// `enabled`/`disabled`: hold the app until the proxy is ready.
 pub const PROXY_AWAIT: &str = "config.linkerd.io/proxy-await";
-/// The pod's default inbound policy.
-pub const DEFAULT_INBOUND_POLICY: &str = "config.linkerd.io/default-inbound-policy";
+/// The pod's default inbound policy (an unknown name is `deny`).
+pub const DEFAULT_INBOUND_POLICY: &str = weft_policy::DEFAULT_POLICY_ANNOTATION;
 /// Inbound ports that accept only mTLS.
 pub const REQUIRE_IDENTITY_PORTS: &str = "config.linkerd.io/proxy-require-identity-inbound-ports";
 /// How long the proxy drains after SIGTERM.
@@ -92,7 +96,7 @@ pub struct ProxyConfig {
     /// Hold the app until the proxy is ready.
     pub await_ready: bool,
     /// `WEFT_PROXY_DEFAULT_INBOUND_POLICY`.
-    pub default_inbound_policy: String,
+    pub default_inbound_policy: DefaultPolicy,
     /// `WEFT_PROXY_SHUTDOWN_GRACE_PERIOD` (normalized duration).
     pub shutdown_grace_period: String,
     /// `WEFT_PROXY_WAIT_BEFORE_EXIT`, in seconds.
@@ -140,6 +144,33 @@ impl Lookup<'_> {
         }
         value
     }
+
+    /// The default inbound policy: the first value present (pod, then
+    /// namespace) decides, as the controller decides it. A value that
+    /// names no policy is `deny`, with a warning, rather than the next
+    /// source's: a typo must not open a workload that asked to be closed
+    /// (`docs/policy.md`, fail closed).
+    fn inbound_policy(&mut self, install: DefaultPolicy) -> DefaultPolicy {
+        let key = DEFAULT_INBOUND_POLICY;
+        let value = self
+            .pod
+            .and_then(|p| p.get(key))
+            .or_else(|| self.namespace.get(key));
+        let Some(value) = value else {
+            return install;
+        };
+        match value.parse::<DefaultPolicy>() {
+            Ok(policy) => policy,
+            Err(e) => {
+                self.warnings.push(AnnotationWarning {
+                    annotation: key.to_owned(),
+                    value: value.clone(),
+                    reason: format!("{e}; treated as {:?}", DefaultPolicy::Deny.as_str()),
+                });
+                DefaultPolicy::Deny
+            }
+        }
+    }
 }
 
 /// Resolves every setting for the pod `meta` in `ctx`.
@@ -177,11 +208,13 @@ pub(super) fn resolve(
         quantity,
     );
     let await_ready = l.get(PROXY_AWAIT, p.await_ready, enabled_disabled);
-    let default_inbound_policy = l.get(
-        DEFAULT_INBOUND_POLICY,
-        values.default_inbound_policy.clone(),
-        inbound_policy,
-    );
+    // `Values::finish` checked the install's; should it not parse, the
+    // closed policy is the safe reading.
+    let install_policy = values
+        .default_inbound_policy
+        .parse()
+        .unwrap_or(DefaultPolicy::Deny);
+    let default_inbound_policy = l.inbound_policy(install_policy);
     let require_identity_ports = l.get(
         REQUIRE_IDENTITY_PORTS,
         p.require_identity_inbound_ports.clone(),
@@ -339,15 +372,6 @@ fn true_false(text: &str) -> Result<bool, String> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err("expected true or false".into()),
-    }
-}
-
-fn inbound_policy(text: &str) -> Result<String, String> {
-    let t = text.trim();
-    if INBOUND_POLICIES.contains(&t) {
-        Ok(t.to_owned())
-    } else {
-        Err(format!("expected one of {}", INBOUND_POLICIES.join(", ")))
     }
 }
 

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,6 +30,8 @@ pub(super) struct Build<'a> {
     pub trust_anchors_pem: &'a str,
     pub owner: Option<&'a Owner>,
     pub exit_with_app: bool,
+    /// The app containers' TCP ports (`WEFT_PROXY_INBOUND_PORTS`), sorted.
+    pub inbound_ports: Vec<u16>,
 }
 
 impl Build<'_> {
@@ -262,8 +264,12 @@ impl Build<'_> {
             ),
             value(
                 "WEFT_PROXY_DEFAULT_INBOUND_POLICY",
-                self.cfg.default_inbound_policy.clone(),
+                self.cfg.default_inbound_policy.to_string(),
             ),
+            value("WEFT_PROXY_CLUSTER_NETWORKS", v.cluster_networks.clone()),
+            // A pod's loopback is its own: its connections are always
+            // admitted (docs/policy.md, "What is always reachable").
+            value("WEFT_PROXY_INBOUND_TRUST_LOOPBACK", "true".into()),
             value(
                 "WEFT_PROXY_SHUTDOWN_GRACE_PERIOD",
                 self.cfg.shutdown_grace_period.clone(),
@@ -273,6 +279,12 @@ impl Build<'_> {
                 format!("{}s", self.cfg.wait_before_exit_seconds),
             ),
         ];
+        // The proxy watches these ports' policies from start-up, so the
+        // first connection does not wait for the controller.
+        if !self.inbound_ports.is_empty() {
+            let ports: Vec<String> = self.inbound_ports.iter().map(u16::to_string).collect();
+            env.push(value("WEFT_PROXY_INBOUND_PORTS", ports.join(",")));
+        }
         if self.exit_with_app {
             env.push(value(EXIT_WITH_APP_ENV, "true".into()));
         }
@@ -299,6 +311,33 @@ impl Build<'_> {
             ..ResourceRequirements::default()
         })
     }
+}
+
+/// The TCP `containerPort`s of the app containers and the app's native
+/// sidecars (init containers with `restartPolicy: Always`, which serve
+/// for the pod's whole life), `protocol` unset being TCP, sorted and
+/// deduplicated: the ports the proxy receives inbound connections for
+/// (`WEFT_PROXY_INBOUND_PORTS`), and the ports `weft authz` shows, so both
+/// agree. Never the proxy's own (its admin port is not an inbound port).
+pub fn inbound_ports(spec: &PodSpec) -> Vec<u16> {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let mut ports: Vec<u16> = spec
+        .containers
+        .iter()
+        .chain(sidecars)
+        .filter(|c| c.name != names::PROXY_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .filter(|p| *p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The emptyDir behind `weft-init`'s `/run`.

@@ -355,6 +355,16 @@ fn the_default_sidecar_is_as_specified() {
         e("WEFT_PROXY_DEFAULT_INBOUND_POLICY"),
         "all-unauthenticated"
     );
+    assert_eq!(
+        e("WEFT_PROXY_CLUSTER_NETWORKS"),
+        "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+    );
+    assert_eq!(e("WEFT_PROXY_INBOUND_TRUST_LOOPBACK"), "true");
+    assert_eq!(
+        env(p, "WEFT_PROXY_INBOUND_PORTS"),
+        None,
+        "the app declares no ports"
+    );
     assert_eq!(e("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD"), "30s");
     assert_eq!(e("WEFT_PROXY_WAIT_BEFORE_EXIT"), "0s");
     assert_eq!(env(p, EXIT_WITH_APP_ENV), None);
@@ -599,8 +609,30 @@ fn malformed_values_fall_back_with_one_warning_each() {
         cpu.reason
     );
 
-    // ...and the result is exactly the default sidecar.
-    let (meta0, spec0, _) = injected(&[]);
+    let policy = warnings
+        .iter()
+        .find(|w| w.annotation == DEFAULT_INBOUND_POLICY)
+        .unwrap();
+    assert!(
+        policy.reason.contains("unknown default inbound policy")
+            && policy.reason.ends_with("treated as \"deny\""),
+        "{}",
+        policy.reason
+    );
+
+    // ...and the result is exactly the default sidecar, except that the
+    // unknown inbound policy failed closed.
+    let (meta0, mut spec0, _) = injected(&[]);
+    let p0 = spec0
+        .containers
+        .iter_mut()
+        .find(|c| c.name == names::PROXY_CONTAINER)
+        .unwrap();
+    for e in p0.env.as_mut().unwrap() {
+        if e.name == "WEFT_PROXY_DEFAULT_INBOUND_POLICY" {
+            e.value = Some("deny".into());
+        }
+    }
     assert_eq!(spec, spec0);
     let strip = |m: &ObjectMeta| {
         let mut a = m.annotations.clone().unwrap();
@@ -631,6 +663,115 @@ fn a_bad_pod_value_falls_back_to_the_namespace() {
     assert_eq!(
         resource(proxy(&spec), "requests", "cpu").as_deref(),
         Some("300m")
+    );
+}
+
+#[test]
+fn an_unknown_inbound_policy_is_deny_wherever_it_is_written() {
+    let policy_of = |on_pod: &[(&str, &str)], ns: &[(&str, &str)]| {
+        let mut a = enabled();
+        a.extend_from_slice(on_pod);
+        let (mut meta, mut spec) = pod(&a);
+        let mut c = ctx();
+        c.namespace_annotations = ns
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let Outcome::Injected { warnings } = injector(false).inject(&mut meta, &mut spec, &c)
+        else {
+            panic!("not injected")
+        };
+        let policy = env(proxy(&spec), "WEFT_PROXY_DEFAULT_INBOUND_POLICY").unwrap();
+        let warned: Vec<String> = warnings.into_iter().map(|w| w.value).collect();
+        (policy, warned)
+    };
+    let p = DEFAULT_INBOUND_POLICY;
+    // The pod's typo does not fall back to the namespace's open policy.
+    assert_eq!(
+        policy_of(&[(p, "allow-all")], &[(p, "all-unauthenticated")]),
+        ("deny".to_owned(), vec!["allow-all".to_owned()])
+    );
+    // A namespace's typo closes its pods that say nothing themselves...
+    assert_eq!(
+        policy_of(&[], &[(p, "Deny ")]),
+        ("deny".to_owned(), vec!["Deny ".to_owned()])
+    );
+    // ...but a pod's valid value wins without judging the namespace's.
+    assert_eq!(
+        policy_of(&[(p, "audit")], &[(p, "nope")]),
+        ("audit".to_owned(), vec![])
+    );
+    assert_eq!(
+        policy_of(&[], &[(p, " cluster-authenticated ")]),
+        ("cluster-authenticated".to_owned(), vec![])
+    );
+    // No annotation: the install's policy.
+    let mut values = Values::default();
+    values
+        .set("defaultInboundPolicy=all-authenticated")
+        .unwrap();
+    let (mut meta, mut spec) = pod(&enabled());
+    Injector::new(values.finish().unwrap(), PEM.into(), false).inject(&mut meta, &mut spec, &ctx());
+    assert_eq!(
+        env(proxy(&spec), "WEFT_PROXY_DEFAULT_INBOUND_POLICY").as_deref(),
+        Some("all-authenticated")
+    );
+}
+
+#[test]
+fn inbound_ports_are_the_apps_tcp_container_ports() {
+    use k8s_openapi::api::core::v1::ContainerPort;
+    let port = |n: i32, proto: Option<&str>| ContainerPort {
+        container_port: n,
+        protocol: proto.map(str::to_owned),
+        ..ContainerPort::default()
+    };
+    let (mut meta, mut spec) = pod(&enabled());
+    spec.containers[0].ports = Some(vec![
+        port(8080, None),
+        port(53, Some("UDP")),
+        port(9090, Some("TCP")),
+    ]);
+    spec.containers.push(Container {
+        name: "sidecar".into(),
+        ports: Some(vec![port(8080, Some("TCP")), port(7000, None)]),
+        ..Container::default()
+    });
+    spec.init_containers = Some(vec![
+        Container {
+            name: "native-sidecar".into(),
+            restart_policy: Some("Always".into()),
+            ports: Some(vec![port(7100, None)]),
+            ..Container::default()
+        },
+        Container {
+            name: "migrate".into(),
+            ports: Some(vec![port(7200, None)]),
+            ..Container::default()
+        },
+    ]);
+    injector(true).inject(&mut meta, &mut spec, &ctx());
+    let p = proxy(&spec);
+    assert_eq!(
+        env(p, "WEFT_PROXY_INBOUND_PORTS").as_deref(),
+        Some("7000,7100,8080,9090"),
+        "sorted, deduplicated, TCP only, native sidecars but not one-shot init containers"
+    );
+    // The injected pod's own list is the same: never the proxy's ports.
+    assert_eq!(inbound_ports(&spec), [7000, 7100, 8080, 9090]);
+
+    let mut values = Values::default();
+    values.set("clusterNetworks=10.1.0.0/16, fd00::/8").unwrap();
+    let (mut meta, mut spec) = pod(&enabled());
+    Injector::new(values.finish().unwrap(), PEM.into(), true).inject(&mut meta, &mut spec, &ctx());
+    assert_eq!(
+        env(proxy(&spec), "WEFT_PROXY_CLUSTER_NETWORKS").as_deref(),
+        Some("10.1.0.0/16,fd00::/8")
+    );
+    assert_eq!(
+        env(proxy(&spec), "WEFT_PROXY_INBOUND_TRUST_LOOPBACK").as_deref(),
+        Some("true"),
+        "native sidecars too"
     );
 }
 

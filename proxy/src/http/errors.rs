@@ -63,6 +63,17 @@ pub enum ProxyError {
     /// The target could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// Inbound: no authorization of the matched route (or of the
+    /// server) admits the client (docs/policy.md).
+    #[error("unauthorized request on route {route}")]
+    Unauthorized {
+        /// The best-matching route's name.
+        route: Arc<str>,
+    },
+    /// Inbound: the request matches none of the port's routes (Linkerd's
+    /// proxy answers this `404` too).
+    #[error("no route found for request")]
+    NoRoute,
     /// The target accepted the request but failed before responding.
     #[error("upstream {addr} failed: {reason}")]
     Upstream {
@@ -101,6 +112,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoTarget => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RouteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoEndpoints(_)
@@ -119,6 +132,8 @@ impl ProxyError {
         match self.status() {
             StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
             StatusCode::BAD_REQUEST => 3,     // INVALID_ARGUMENT
+            StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
+            StatusCode::NOT_FOUND => 12,      // UNIMPLEMENTED
             _ => 14,                          // UNAVAILABLE
         }
     }
@@ -198,7 +213,13 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             Ok(fut.await.unwrap_or_else(|error| {
-                tracing::info!(%method, %uri, %error, "request failed");
+                if matches!(error, ProxyError::Unauthorized { .. }) {
+                    // Policy at work, counted by the authorization metrics:
+                    // a flood of refusals must not flood the log.
+                    tracing::debug!(%method, %uri, %error, "request refused");
+                } else {
+                    tracing::info!(%method, %uri, %error, "request failed");
+                }
                 error.to_response(grpc)
             }))
         })

@@ -11,6 +11,11 @@ pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error
 /// (see [`super::orig_proto`]).
 pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
 
+/// Set by the inbound proxy to the client's verified mTLS identity (and
+/// removed when a client sends it): Linkerd's name, so applications that
+/// read it keep working.
+pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+
 /// Set on retried requests: which attempt this is (`2` for the first
 /// retry), so the server can tell a retry from a new request.
 pub const L5D_RETRY_ATTEMPT: HeaderName = HeaderName::from_static("l5d-retry-attempt");

@@ -64,13 +64,16 @@ pub type HttpService =
     tower::util::BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, Infallible>;
 
 /// Serves one HTTP connection with `svc` until the client closes it, it
-/// idles out, or the proxy drains.
+/// idles out, the proxy drains, or `revoked` resolves (the connection's
+/// authorization was withdrawn): the last three close it gracefully,
+/// letting requests in flight finish.
 pub async fn serve<I>(
     io: I,
     version: HttpVersion,
     svc: HttpService,
     drain: &Drain,
     settings: &ServerSettings,
+    revoked: impl Future<Output = ()>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,6 +113,7 @@ pub async fn serve<I>(
                 drain,
                 &activity,
                 settings.idle_timeout,
+                revoked,
             )
             .await
         }
@@ -126,6 +130,7 @@ pub async fn serve<I>(
                 drain,
                 &activity,
                 settings.idle_timeout,
+                revoked,
             )
             .await
         }
@@ -139,11 +144,13 @@ async fn drive<C, F>(
     drain: &Drain,
     activity: &Activity,
     idle_timeout: Duration,
+    revoked: impl Future<Output = ()>,
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
     F: Fn(Pin<&mut C>),
 {
     tokio::pin!(conn);
+    tokio::pin!(revoked);
     let mut closing = false;
     loop {
         let idle_at = activity.idle_deadline(idle_timeout);
@@ -155,6 +162,11 @@ async fn drive<C, F>(
                 return;
             }
             _ = drain.signaled(), if !closing => {
+                shutdown(conn.as_mut());
+                closing = true;
+            }
+            _ = revoked.as_mut(), if !closing => {
+                tracing::info!("HTTP connection no longer authorized; closing it");
                 shutdown(conn.as_mut());
                 closing = true;
             }

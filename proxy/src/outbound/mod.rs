@@ -139,7 +139,12 @@ impl Outbound {
         };
         let this = self.clone();
         self.side
-            .serve(accepted, opaque, move |tls| this.http_stack(orig_dst, tls))
+            .serve(
+                accepted,
+                opaque,
+                move |tls| this.http_stack(orig_dst, tls),
+                crate::conn::AdmitAll,
+            )
             .await
     }
 
