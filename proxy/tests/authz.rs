@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
@@ -27,19 +27,17 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::identity::LocalIdentity;
+use weft_test_support::authz::{self, traffic_target_yaml, until_counted, Reply, WAIT};
 use weft_test_support::backend::TcpServer;
 use weft_test_support::client::send_h1;
 use weft_test_support::controller::{identity, ControllerOptions, ControllerProcess};
 use weft_test_support::metrics::sum;
 use weft_test_support::proxy::ProxyProcess;
-use weft_test_support::scenario::write_atomic;
+use weft_test_support::scenario::{write_atomic, NS};
 use weft_test_support::{controller_bin, proxy_bin};
 
-const NS: &str = "shop";
 /// How fast a policy change must be in force (docs/policy.md).
 const WITHIN: Duration = Duration::from_secs(1);
-/// Bound on waiting for anything else.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// The HTTP application of `b`: `200` for every request, reporting the
 /// `l5d-client-id` values it received in `x-seen-client-id`.
@@ -179,24 +177,6 @@ spec:
     )
 }
 
-/// TrafficTarget `name` (v1alpha3) to ServiceAccount `b` from `sources`,
-/// with `rules` (YAML list items, indented by two spaces).
-fn traffic_target(name: &str, sources: &[&str], rules: &str) -> String {
-    let mut y = format!(
-        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n\
-         metadata: {{name: {name}, namespace: {NS}}}\nspec:\n  \
-         destination: {{kind: ServiceAccount, name: b, namespace: {NS}}}\n  sources:\n"
-    );
-    for s in sources {
-        y.push_str(&format!(
-            "  - {{kind: ServiceAccount, name: {s}, namespace: {NS}}}\n"
-        ));
-    }
-    y.push_str("  rules:\n");
-    y.push_str(rules);
-    y
-}
-
 /// TCPRoute `name` selecting `ports` (none: every port).
 fn tcp_route(name: &str, ports: &[u16]) -> String {
     let spec = if ports.is_empty() {
@@ -303,16 +283,9 @@ impl Mesh {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.b_http.inbound));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let rsp = send_h1(client.outbound, req.body(Empty::<Bytes>::new()).unwrap())
+        authz::send(client, self.b_http.inbound, method, path, headers)
             .await
-            .unwrap();
-        Reply::from(rsp).await
+            .unwrap()
     }
 
     /// A plaintext `GET path` straight to b's HTTP port (a kubelet probe,
@@ -328,7 +301,7 @@ impl Mesh {
         )
         .await
         {
-            Ok(rsp) => Ok(Reply::from(rsp).await),
+            Ok(rsp) => Ok(Reply::read(rsp).await),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -336,52 +309,20 @@ impl Mesh {
     /// Waits (≤ `WAIT`) until `client`'s `GET path` gets `status`;
     /// returns how long that took.
     async fn until_status(&self, client: &ProxyProcess, path: &str, status: u16) -> Duration {
-        let start = Instant::now();
-        loop {
-            let got = self.send(client, "GET", path, &[]).await.status;
-            if got == status {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "GET {path} still {got}, not {status}\n--- b ---\n{}\n--- controller ---\n{}",
-                self.b_http.log(),
-                self.ctl.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        authz::until_status(client, self.b_http.inbound, path, status, WAIT)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\n--- b ---\n{}\n--- controller ---\n{}",
+                    self.b_http.log(),
+                    self.ctl.log()
+                )
+            })
     }
 
     /// An mTLS test client with a certificate for `sa` from the mesh's CA.
     fn mesh_client(&self, sa: &str) -> MeshClient {
         MeshClient::new(&self.ctl, sa)
-    }
-}
-
-/// What a request got.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    proxy_error: Option<String>,
-    seen_client_id: Option<String>,
-    grpc_status: Option<String>,
-}
-
-impl Reply {
-    async fn from(rsp: Response<Incoming>) -> Self {
-        let header = |name: &str| {
-            rsp.headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-        let reply = Self {
-            status: rsp.status().as_u16(),
-            proxy_error: header("l5d-proxy-error"),
-            seen_client_id: header("x-seen-client-id"),
-            grpc_status: header("grpc-status"),
-        };
-        let _ = rsp.into_body().collect().await;
-        reply
     }
 }
 
@@ -459,23 +400,6 @@ async fn echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(conn: &
     }
 }
 
-/// Waits (≤ `WAIT`) until `metrics` of `proxy` has `name` with `labels`
-/// at least `at_least`.
-async fn until_counted(proxy: &ProxyProcess, name: &str, labels: &[(&str, &str)], at_least: f64) {
-    let start = Instant::now();
-    loop {
-        let text = proxy.metrics().await;
-        if sum(&text, name, labels) >= at_least {
-            return;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "{name}{labels:?} < {at_least} in\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn deny_refuses_until_a_traffic_target_allows_and_again_once_it_is_deleted() {
     let mesh = Mesh::start(Setup::namespace("deny")).await;
@@ -490,7 +414,12 @@ async fn deny_refuses_until_a_traffic_target_allows_and_again_once_it_is_deleted
     mesh.write("b-ports.yaml", &tcp_route("b-ports", &[]));
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     let allowed_after = mesh.until_status(&mesh.a, "/", 200).await;
     assert!(allowed_after < WITHIN, "allowed after {allowed_after:?}");
@@ -536,8 +465,9 @@ async fn an_http_route_group_allows_only_its_matches() {
     mesh.write("routes.yaml", &route_group());
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target(
+        &traffic_target_yaml(
             "a-scrapes-b",
+            "b",
             &["a"],
             "  - {kind: HTTPRouteGroup, name: b-routes, matches: [metrics]}\n",
         ),
@@ -610,7 +540,12 @@ async fn a_tcp_route_limits_ports() {
     );
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     mesh.until_status(&mesh.a, "/", 200).await;
     assert!(
@@ -662,7 +597,12 @@ async fn a_source_not_listed_is_refused_even_with_a_valid_certificate() {
     mesh.write("b-ports.yaml", &tcp_route("b-ports", &[]));
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     mesh.until_status(&mesh.a, "/", 200).await;
     let r = mesh.send(&mesh.c, "GET", "/", &[]).await;
@@ -678,7 +618,12 @@ async fn a_forged_client_id_never_grants_access_and_the_app_sees_the_real_one() 
     mesh.write("b-ports.yaml", &tcp_route("b-ports", &[]));
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     mesh.until_status(&mesh.a, "/", 200).await;
     let a_id = identity(NS, "a");
@@ -712,7 +657,12 @@ async fn an_open_opaque_connection_is_closed_when_its_traffic_target_is_deleted(
     mesh.write("b-ports.yaml", &tcp_route("b-ports", &[]));
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     mesh.until_status(&mesh.a, "/", 200).await;
     let mut conn = mesh
@@ -772,8 +722,9 @@ async fn audit_admits_and_counts() {
     mesh.write("routes.yaml", &route_group());
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target(
+        &traffic_target_yaml(
             "a-scrapes-b",
+            "b",
             &["a"],
             "  - {kind: HTTPRouteGroup, name: b-routes, matches: [metrics]}\n",
         ),
@@ -840,8 +791,9 @@ async fn a_traffic_target_naming_a_missing_route_group_never_widens_access() {
     assert_eq!(mesh.send(&mesh.c, "GET", "/", &[]).await.status, 200);
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target(
+        &traffic_target_yaml(
             "a-to-b",
+            "b",
             &["a"],
             "  - {kind: HTTPRouteGroup, name: no-such-group, matches: [metrics]}\n",
         ),
@@ -944,7 +896,12 @@ async fn a_controller_outage_keeps_the_last_policy() {
     mesh.write("b-ports.yaml", &tcp_route("b-ports", &[]));
     mesh.write(
         "a-to-b.yaml",
-        &traffic_target("a-to-b", &["a"], "  - {kind: TCPRoute, name: b-ports}\n"),
+        &traffic_target_yaml(
+            "a-to-b",
+            "b",
+            &["a"],
+            "  - {kind: TCPRoute, name: b-ports}\n",
+        ),
     );
     mesh.until_status(&mesh.c, "/", 403).await;
     mesh.ctl.kill();

@@ -23,6 +23,9 @@ use weft_test_support::backend::HttpBackend;
 use weft_test_support::controller::{identity, ControllerOptions, ControllerProcess};
 use weft_test_support::netns::TestNet;
 use weft_test_support::proxy::ProxyProcess;
+use weft_test_support::rbac::{
+    controller_rbac_yaml, CONTROLLER_NAMESPACE, CONTROLLER_SERVICE_ACCOUNT,
+};
 use weft_test_support::scenario::{self, split_yaml, Discovery, Replica, NS};
 use weft_test_support::{controller_bin, proxy_bin};
 
@@ -266,18 +269,6 @@ async fn kube_traffic_split_weights_are_applied_and_follow_changes() {
     .await;
 }
 
-/// The RBAC that docs/destination.md documents for the controller, taken
-/// from the page itself so the two cannot disagree.
-fn documented_cluster_role() -> String {
-    let page = include_str!("../../docs/destination.md");
-    page.split("```yaml\n")
-        .skip(1)
-        .filter_map(|block| block.split("```").next())
-        .find(|block| block.contains("kind: ClusterRole\n"))
-        .expect("docs/destination.md documents the ClusterRole")
-        .to_owned()
-}
-
 /// What a pod's ServiceAccount volume and environment provide, arranged
 /// for a controller run outside a pod: a private mount namespace puts the
 /// volume at `/var/run/secrets/kubernetes.io/serviceaccount` for the
@@ -312,23 +303,16 @@ async fn kube_controller_outage_under_load_in_cluster_loses_nothing() {
         return;
     };
     let plane = &pods.plane;
-    plane.create_namespace_for_pods("weft").await.unwrap();
     plane
-        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&documented_cluster_role()))
+        .create_namespace_for_pods(CONTROLLER_NAMESPACE)
         .await
         .unwrap();
     plane
-        .apply_yaml(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: weft-controller, namespace: weft}\n\
-             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
-             metadata: {name: weft-controller}\n\
-             roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-controller}\n\
-             subjects: [{kind: ServiceAccount, name: weft-controller, namespace: weft}]\n",
-        )
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&controller_rbac_yaml()))
         .await
         .unwrap();
     let volume = plane
-        .service_account_volume("weft", "weft-controller")
+        .service_account_volume(CONTROLLER_NAMESPACE, CONTROLLER_SERVICE_ACCOUNT)
         .await
         .unwrap();
     let ctl = ControllerProcess::start_with(&controller_bin!(), "24h", in_cluster_options(&volume))

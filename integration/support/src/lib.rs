@@ -4,6 +4,7 @@
 //! are real HTTP/TCP servers on loopback, and metrics are scraped from the
 //! admin endpoint the way Prometheus would.
 
+pub mod authz;
 pub mod backend;
 pub mod client;
 pub mod command;
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod netns;
 pub mod proxy;
+pub mod rbac;
 pub mod scenario;
 pub mod tap;
 

@@ -6,21 +6,28 @@
 //! One stream per authority, shared and reconnected like the endpoint and
 //! profile streams ([`super::follow_stream`], [`super::Watches`]). Each
 //! update is parsed once into [`Policy`]: rules in order, each with its
-//! request matches (regexes compiled here, anchored) and weighted backend
-//! authorities. A request takes the backends of the **first** rule it
-//! matches; a request no rule matches follows the profile as before. A
-//! controller without this API (`Unimplemented`) or a name it does not
-//! serve (`InvalidArgument`, `NotFound`) means "no rules", so the proxy
-//! works with any controller.
+//! request matches and weighted backend authorities. The matches are
+//! compiled and evaluated by [`crate::route::matching`], the matcher the
+//! inbound authorization policy uses too: hosts exact or by suffix, path
+//! exact, by segment prefix or an anchored regex, headers exact or by
+//! regex, query parameters, method. A request takes the backends of the
+//! **first** rule it matches; a request no rule matches follows the
+//! profile as before. A controller without this API (`Unimplemented`) or
+//! a name it does not serve (`InvalidArgument`, `NotFound`) means "no
+//! rules", so the proxy works with any controller.
 //!
-//! A rule the proxy cannot evaluate faithfully (a regex that does not
-//! compile, query-parameter matches, a backend that is not a named
-//! service) is dropped with a warning rather than applied to requests it
-//! was not meant for.
+//! Query-parameter matches are applied: they used to drop their rule,
+//! since this side had no query matcher; the shared one has.
+//!
+//! A rule the proxy cannot evaluate faithfully (a match that does not
+//! compile, such as an invalid regex, a route filter, a backend that is
+//! not a named service) is dropped with a warning rather than applied to
+//! requests it was not meant for.
 
 use super::{follow_stream, Discovery, Watches};
-use http::header::HeaderName;
-use linkerd2_proxy_api::http_route as proto_route;
+use crate::route::matching::{
+    request_host, route_score, HostMatch, InvalidMatch, RequestHead, RequestMatch,
+};
 use linkerd2_proxy_api::meta::metadata;
 use linkerd2_proxy_api::outbound::backend::endpoint_discovery;
 use linkerd2_proxy_api::outbound::http_route::distribution;
@@ -28,7 +35,6 @@ use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClie
 use linkerd2_proxy_api::outbound::{
     backend, proxy_protocol, traffic_spec, HttpRoute, OutboundPolicy, TrafficSpec,
 };
-use regex::Regex;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -55,69 +61,25 @@ pub struct Policy {
 struct Rule {
     /// The route it came from, for logs (`TrafficSplit shop/ab`).
     route: Arc<str>,
-    /// Hosts the route is limited to; empty: any.
-    hosts: Vec<HostMatch>,
+    /// Hosts the route is limited to (shared by its rules); empty: any.
+    hosts: Arc<[HostMatch]>,
     /// A request matching any of these takes the rule; empty: every request.
-    matches: Vec<RouteMatch>,
+    matches: Box<[RequestMatch]>,
     /// Backend authorities (`svc.ns.svc.cluster.local:port`) and weights.
     backends: Vec<(String, u32)>,
-}
-
-#[derive(Clone, Debug)]
-enum HostMatch {
-    Exact(String),
-    /// `*.example.com` as its labels in reverse order (`com`, `example`).
-    Suffix(Vec<String>),
-}
-
-/// All set parts must hold.
-#[derive(Debug, Default)]
-struct RouteMatch {
-    method: Option<http::Method>,
-    path: Option<PathMatch>,
-    headers: Vec<HeaderMatch>,
-}
-
-#[derive(Debug)]
-enum PathMatch {
-    Exact(String),
-    /// Gateway API prefix: whole path segments (`/a` matches `/a/b`, not `/ab`).
-    Prefix(String),
-    Regex(Regex),
-}
-
-#[derive(Debug)]
-struct HeaderMatch {
-    name: HeaderName,
-    value: HeaderValueMatch,
-}
-
-#[derive(Debug)]
-enum HeaderValueMatch {
-    Exact(Vec<u8>),
-    Regex(Regex),
 }
 
 /// Why a rule of a policy update was dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
-    /// A path or header regex that does not compile.
-    #[error("{route}: invalid regex {regex:?}: {source}")]
-    Regex {
+    /// A match that does not compile (an invalid regex, header name or
+    /// method, a value missing).
+    #[error("{route}: {source}")]
+    Match {
         /// The route it came from.
         route: Arc<str>,
-        /// The regex as sent.
-        regex: String,
-        /// What the regex parser said.
-        source: regex::Error,
-    },
-    /// A header name that is not an HTTP token.
-    #[error("{route}: invalid header name {name:?}")]
-    HeaderName {
-        /// The route it came from.
-        route: Arc<str>,
-        /// The name as sent.
-        name: String,
+        /// What is wrong with the match.
+        source: InvalidMatch,
     },
     /// A part of the protocol this proxy does not evaluate; applying the
     /// rule without it would send requests it was not meant for.
@@ -232,22 +194,16 @@ impl Policy {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> Option<&[(String, u32)]> {
-        let req = Head {
+        let req = RequestHead {
             method,
             uri,
             headers,
         };
-        let rule = self.rules.iter().find(|r| r.matches_request(&req))?;
+        let host = request_host(uri, headers);
+        let rule = self.rules.iter().find(|r| r.matches(&req, host))?;
         tracing::trace!(route = %rule.route, "outbound policy rule matched");
         Some(&rule.backends)
     }
-}
-
-/// The parts of a request that rules match on.
-struct Head<'a> {
-    method: &'a http::Method,
-    uri: &'a http::Uri,
-    headers: &'a http::HeaderMap,
 }
 
 /// Parses routes into rules, in order.
@@ -255,7 +211,12 @@ fn rules(routes: Vec<HttpRoute>, errors: &mut Vec<RuleError>) -> Vec<Rule> {
     let mut out = Vec::new();
     for (i, route) in routes.into_iter().enumerate() {
         let name = route_name(&route, i);
-        let hosts: Vec<HostMatch> = route.hosts.into_iter().filter_map(host_match).collect();
+        // A host match without a value is ignored, as it always was here.
+        let hosts: Arc<[HostMatch]> = route
+            .hosts
+            .into_iter()
+            .filter_map(HostMatch::from_proto)
+            .collect();
         for rule in route.rules {
             match parse_rule(&name, &hosts, rule) {
                 Ok(r) => out.push(r),
@@ -276,23 +237,9 @@ fn route_name(route: &HttpRoute, index: usize) -> Arc<str> {
     name.into()
 }
 
-fn host_match(h: proto_route::HostMatch) -> Option<HostMatch> {
-    match h.r#match? {
-        proto_route::host_match::Match::Exact(host) => Some(HostMatch::Exact(
-            host.trim_end_matches('.').to_ascii_lowercase(),
-        )),
-        proto_route::host_match::Match::Suffix(s) => Some(HostMatch::Suffix(
-            s.reverse_labels
-                .into_iter()
-                .map(|l| l.to_ascii_lowercase())
-                .collect(),
-        )),
-    }
-}
-
 fn parse_rule(
     route: &Arc<str>,
-    hosts: &[HostMatch],
+    hosts: &Arc<[HostMatch]>,
     rule: linkerd2_proxy_api::outbound::http_route::Rule,
 ) -> Result<Rule, RuleError> {
     let unsupported = |what| RuleError::Unsupported {
@@ -302,8 +249,13 @@ fn parse_rule(
     let matches = rule
         .matches
         .into_iter()
-        .map(|m| route_match(route, m))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| {
+            RequestMatch::from_proto(m).map_err(|source| RuleError::Match {
+                route: route.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Box<[_]>, _>>()?;
     if !rule.filters.is_empty() {
         return Err(unsupported("a route filter"));
     }
@@ -336,7 +288,7 @@ fn parse_rule(
     };
     Ok(Rule {
         route: route.clone(),
-        hosts: hosts.to_vec(),
+        hosts: hosts.clone(),
         matches,
         backends,
     })
@@ -352,161 +304,13 @@ fn backend_authority(b: linkerd2_proxy_api::outbound::Backend) -> Option<String>
     }
 }
 
-/// Compiles `re` to match the whole subject (`^(?:re)$`; the controller
-/// anchors already, anchoring twice changes nothing).
-fn anchored(route: &Arc<str>, re: &str) -> Result<Regex, RuleError> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|source| RuleError::Regex {
-        route: route.clone(),
-        regex: re.to_owned(),
-        source,
-    })
-}
-
-fn route_match(route: &Arc<str>, m: proto_route::HttpRouteMatch) -> Result<RouteMatch, RuleError> {
-    if !m.query_params.is_empty() {
-        return Err(RuleError::Unsupported {
-            route: route.clone(),
-            what: "a query parameter match",
-        });
-    }
-    let method = match m.method {
-        Some(method) => {
-            Some(
-                http::Method::try_from(method).map_err(|_| RuleError::Unsupported {
-                    route: route.clone(),
-                    what: "an invalid method",
-                })?,
-            )
-        }
-        None => None,
-    };
-    let path = match m.path.and_then(|p| p.kind) {
-        Some(proto_route::path_match::Kind::Exact(p)) => Some(PathMatch::Exact(p)),
-        Some(proto_route::path_match::Kind::Prefix(p)) => Some(PathMatch::Prefix(p)),
-        Some(proto_route::path_match::Kind::Regex(re)) => {
-            Some(PathMatch::Regex(anchored(route, &re)?))
-        }
-        None => None,
-    };
-    let mut headers = Vec::new();
-    for h in m.headers {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RuleError::HeaderName {
-                route: route.clone(),
-                name: h.name.clone(),
-            })?;
-        let value = match h.value {
-            Some(proto_route::header_match::Value::Exact(v)) => HeaderValueMatch::Exact(v),
-            Some(proto_route::header_match::Value::Regex(re)) => {
-                HeaderValueMatch::Regex(anchored(route, &re)?)
-            }
-            None => {
-                return Err(RuleError::Unsupported {
-                    route: route.clone(),
-                    what: "a header match without a value",
-                })
-            }
-        };
-        headers.push(HeaderMatch { name, value });
-    }
-    Ok(RouteMatch {
-        method,
-        path,
-        headers,
-    })
-}
-
 // === impl Rule ===
 
 impl Rule {
-    fn matches_request(&self, req: &Head<'_>) -> bool {
-        if !self.hosts.is_empty() {
-            let Some(host) = request_host(req) else {
-                return false;
-            };
-            if !self.hosts.iter().any(|h| h.matches(&host)) {
-                return false;
-            }
-        }
-        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
-    }
-}
-
-/// The request's host, lowercase, without port or trailing dot.
-fn request_host(req: &Head<'_>) -> Option<String> {
-    let host = match req.uri.host() {
-        Some(h) => h.to_string(),
-        None => {
-            let value = req.headers.get(http::header::HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.parse().ok()?;
-            authority.host().to_string()
-        }
-    };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
-}
-
-// === impl HostMatch ===
-
-impl HostMatch {
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => h == host,
-            HostMatch::Suffix(reverse) => {
-                let labels: Vec<&str> = host.rsplit('.').collect();
-                labels.len() > reverse.len()
-                    && reverse.iter().zip(&labels).all(|(want, got)| want == got)
-            }
-        }
-    }
-}
-
-// === impl RouteMatch ===
-
-impl RouteMatch {
-    fn matches(&self, req: &Head<'_>) -> bool {
-        if self.method.as_ref().is_some_and(|m| m != req.method) {
-            return false;
-        }
-        if let Some(path) = &self.path {
-            if !path.matches(req.uri.path()) {
-                return false;
-            }
-        }
-        self.headers.iter().all(|h| {
-            req.headers
-                .get_all(&h.name)
-                .iter()
-                .any(|v| h.value.matches(v))
-        })
-    }
-}
-
-// === impl PathMatch ===
-
-impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => p == path,
-            PathMatch::Prefix(p) => {
-                let p = p.trim_end_matches('/');
-                path.strip_prefix(p)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            }
-            PathMatch::Regex(re) => re.is_match(path),
-        }
-    }
-}
-
-// === impl HeaderValueMatch ===
-
-impl HeaderValueMatch {
-    /// Regexes see the value as text: a value that is not visible ASCII
-    /// never matches a regex.
-    fn matches(&self, value: &http::HeaderValue) -> bool {
-        match self {
-            HeaderValueMatch::Exact(v) => value.as_bytes() == v.as_slice(),
-            HeaderValueMatch::Regex(re) => value.to_str().is_ok_and(|v| re.is_match(v)),
-        }
+    /// The request (for `host`) matches the route's hosts and one of the
+    /// rule's matches; the first such rule wins, so no score is kept.
+    fn matches(&self, req: &RequestHead<'_>, host: Option<&str>) -> bool {
+        route_score(&self.hosts, [&*self.matches], req, host).is_some()
     }
 }
 
@@ -514,6 +318,7 @@ impl HeaderValueMatch {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use linkerd2_proxy_api::http_route as proto_route;
     use linkerd2_proxy_api::meta::{Metadata, Resource};
     use linkerd2_proxy_api::outbound::http_route::{
         Distribution, RouteBackend, Rule as ProtoRule, WeightedRouteBackend,
@@ -719,19 +524,24 @@ mod tests {
             "ab",
             vec![bad_regex, query, forward, ok],
         )]));
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0]
             .to_string()
             .contains("TrafficSplit shop/ab: invalid regex"));
-        assert!(errors[1].to_string().contains("query parameter"));
-        assert!(errors[2].to_string().contains("not a discovered service"));
-        // The remaining rule still applies; nothing else is widened.
+        assert!(errors[1].to_string().contains("not a discovered service"));
+        // The remaining rules still apply; nothing else is widened.
         assert_eq!(first(&p, &req("GET", "/api/x", &[])), None);
         assert_eq!(
             first(&p, &req("GET", "/?beta=1", &[("x-canary", "true")])).as_deref(),
             Some("v2:80")
         );
         assert!(!p.is_empty());
+        // Query-parameter matches are applied (the shared matcher has them).
+        assert_eq!(
+            first(&p, &req("GET", "/?beta=1", &[])).as_deref(),
+            Some("v2:80")
+        );
+        assert_eq!(first(&p, &req("GET", "/?beta=2", &[])), None);
     }
 
     #[test]

@@ -15,8 +15,13 @@
 //!
 //! [`replay`] keeps request bodies (up to 64 KiB) so they can be resent.
 //! The retry loop itself lives on the outbound side, which owns sending.
+//!
+//! [`matching`] is the other kind of route: the policy API's HTTP routes
+//! (Gateway API matches on hosts, path, headers, query parameters and
+//! method), shared by the outbound policy and inbound authorization.
 
 pub mod condition;
+pub mod matching;
 pub mod replay;
 
 use condition::{RequestCondition, ResponseClasses};

@@ -17,9 +17,9 @@
 //! The `audit` authorization is consulted last everywhere: a client it
 //! alone admits is one `deny` would refuse, which the caller logs.
 
-use super::matching::{request_host, RequestHead, Score};
 use super::model::{Authn, Authz, HttpRoute, Network, ServerPolicy};
 use crate::metrics::Tls;
+use crate::route::matching::{request_host, RequestHead, Score};
 use std::net::IpAddr;
 
 /// The outcome of an HTTP request's check.

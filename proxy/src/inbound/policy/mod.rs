@@ -5,7 +5,8 @@
 //!   controller answers, the last policy while it is away.
 //! - [`model`]: the controller's `Server` message converted (and
 //!   validated) once per update into a [`ServerPolicy`], regexes compiled.
-//! - [`matching`]: which HTTP routes a request is on.
+//! - which HTTP routes a request is on, and how well: the matcher the
+//!   outbound policy uses too ([`crate::route::matching`]).
 //! - [`decide`]: the decisions themselves, pure functions of a policy,
 //!   the client and the request.
 //!
@@ -13,7 +14,6 @@
 //! layer ([`super::authorize`]) read the policy from here.
 
 pub mod decide;
-pub mod matching;
 pub mod model;
 pub mod watch;
 

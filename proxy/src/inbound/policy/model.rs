@@ -12,7 +12,7 @@
 //!
 //! Regexes are compiled here, once per update, never per request.
 
-use super::matching::{HostMatch, RequestMatch};
+use crate::route::matching::{self, HostMatch, InvalidMatch, RequestHead, RequestMatch, Score};
 use ipnet::IpNet;
 use linkerd2_proxy_api::grpc_route::GrpcRouteMatch;
 use linkerd2_proxy_api::http_route::{self as api_route, HttpRouteMatch};
@@ -229,7 +229,7 @@ pub enum InvalidRoute {
     },
     /// A request match is invalid.
     #[error("{0}")]
-    Match(#[from] super::matching::InvalidMatch),
+    Match(#[from] InvalidMatch),
 }
 
 // === impl Meta ===
@@ -509,6 +509,19 @@ impl Suffix {
 // === impl HttpRoute ===
 
 impl HttpRoute {
+    /// How well `req` (for `host`, compared case-insensitively, port
+    /// stripped) matches this route, or `None` if it is not on it: the
+    /// shared matcher over this route's hosts and rules, so the best
+    /// route can be reported.
+    pub fn score(&self, req: &RequestHead<'_>, host: Option<&str>) -> Option<Score> {
+        matching::route_score(
+            &self.hosts,
+            self.rules.iter().map(|r| &*r.matches),
+            req,
+            host,
+        )
+    }
+
     /// The catch-all route with no authorizations of its own (the
     /// server's decide), as Linkerd's proxy builds for a server without
     /// routes.
@@ -604,7 +617,7 @@ fn route_authzs(authzs: Vec<api::Authz>) -> Result<Box<[Authz]>, InvalidRoute> {
 }
 
 /// A gRPC match as an HTTP match: gRPC calls are `POST /service/method`.
-fn grpc_match(m: GrpcRouteMatch) -> Result<RequestMatch, super::matching::InvalidMatch> {
+fn grpc_match(m: GrpcRouteMatch) -> Result<RequestMatch, InvalidMatch> {
     use api_route::{path_match, PathMatch};
     let path = m.rpc.map(|rpc| {
         let kind = match (rpc.service.is_empty(), rpc.method.is_empty()) {

@@ -336,7 +336,7 @@ fn protocols_convert() {
 
 #[test]
 fn grpc_routes_match_service_and_method_paths() {
-    use crate::inbound::policy::matching::RequestHead;
+    use crate::route::matching::RequestHead;
     let grpc = |service: &str, method: &str| api::GrpcRoute {
         metadata: Some(weft_policy::default_meta("g")),
         hosts: Vec::new(),

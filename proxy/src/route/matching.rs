@@ -1,20 +1,25 @@
-//! Which of a server's HTTP routes a request is on: the Gateway API match
-//! semantics, as Linkerd's proxy implements them.
+//! Which policy-API HTTP route a request is on: Linkerd's
+//! `http_route::{HttpRouteMatch, HostMatch}` compiled once per update and
+//! evaluated per request with the Gateway API semantics Linkerd's proxy
+//! implements. Both sides use this one matcher: the outbound policy
+//! (`discovery::policy`, TrafficSplits with `matches`) and the inbound
+//! authorization policy (`inbound::policy`), so a route means the same on
+//! either side of a connection.
 //!
 //! A route applies when one of its hosts matches (or it has none) and one
 //! of its rules does; a rule matches when any of its matches does (or it
 //! has none). A match holds when all its parts do: the method; the path
 //! (exact, prefix by whole segments, or a regex that must match the
 //! **whole** path); every header (exact bytes, or a regex over the whole
-//! value); every query parameter. When several routes apply, the best
-//! match is the one with the more specific host, then the longer path
-//! match, then a method, then more headers, then more query parameters
-//! ([`Score`]); ties go to the earlier route.
+//! value); every query parameter. [`route_score`] says how well: the more
+//! specific host, then the longer path match, then a method, then more
+//! headers, then more query parameters ([`Score`]); ties go to the earlier
+//! rule and match. The inbound side reports the best-scoring route; the
+//! outbound side takes the first rule that matches at all.
 //!
 //! Nothing here allocates per request unless a route matches on query
 //! parameters that need decoding.
 
-use super::model::HttpRoute;
 use http::header::{HeaderName, HeaderValue};
 use linkerd2_proxy_api::http_route::{self as api, header_match, path_match, query_param_match};
 use regex::Regex;
@@ -64,7 +69,8 @@ enum ValueMatch<T> {
     Regex(Regex),
 }
 
-/// How specifically a request matched a route; greater is better.
+/// How specifically a request matched a route; greater is better, so the
+/// inbound side can report the best of several matching routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Score {
     host: Option<HostScore>,
@@ -82,7 +88,8 @@ enum HostScore {
     Exact(usize),
 }
 
-/// The parts of a request that routes match on.
+/// The parts of a request that routes match on, borrowed so that matching
+/// copies nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestHead<'a> {
     /// The method.
@@ -93,7 +100,8 @@ pub struct RequestHead<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
-/// Why a match could not be compiled.
+/// Why a match could not be compiled (each side decides what that costs:
+/// outbound drops the rule, inbound refuses the policy).
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidMatch {
     /// A path match without a kind.
@@ -125,12 +133,77 @@ pub enum InvalidMatch {
 }
 
 /// Compiles `re` to match whole values only (`^(?:re)$`): a path regex
-/// `/api` must not admit `/api/admin` nor `/x/api`.
+/// `/api` must not admit `/api/admin` nor `/x/api`. (The controller
+/// anchors already; anchoring twice changes nothing.)
 fn anchored(re: &str) -> Result<Regex, InvalidMatch> {
     Regex::new(&format!("^(?:{re})$")).map_err(|source| InvalidMatch::Regex {
         regex: re.to_owned(),
         source,
     })
+}
+
+/// How well a request for `host` (see [`request_host`]) matches a route
+/// limited to `hosts` (empty: any host) whose rules have the given
+/// matches, or `None` if it is not on the route. A rule without matches
+/// matches every request, as the prefix `/` does; of equal scores the
+/// earlier rule's counts.
+pub fn route_score<'m>(
+    hosts: &[HostMatch],
+    rules: impl IntoIterator<Item = &'m [RequestMatch]>,
+    req: &RequestHead<'_>,
+    host: Option<&str>,
+) -> Option<Score> {
+    let host_score = if hosts.is_empty() {
+        None
+    } else {
+        let host = host?;
+        Some(first_max(hosts.iter().filter_map(|h| h.score(host)))?)
+    };
+    let best = first_max(rules.into_iter().filter_map(|matches| {
+        if matches.is_empty() {
+            return Some(Score::ROOT);
+        }
+        first_max(matches.iter().filter_map(|m| m.score(req)))
+    }))?;
+    Some(Score {
+        host: host_score,
+        ..best
+    })
+}
+
+/// The host a request is for: the URI's (HTTP/2, absolute-form HTTP/1),
+/// else the `Host` header's, without the port. Computed once per request
+/// and handed to [`route_score`] for every route.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    if let Some(host) = uri.host() {
+        return Some(host);
+    }
+    let value = headers.get(http::header::HOST)?.to_str().ok()?;
+    // `host[:port]`, or `[v6]:port`.
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']').map(|(h, _)| h);
+    }
+    Some(value.rsplit_once(':').map_or(value, |(h, _)| h))
+}
+
+/// The greatest item, the first of equals (so earlier rules and matches
+/// win ties, as the controller orders them).
+fn first_max<T: Ord>(items: impl Iterator<Item = T>) -> Option<T> {
+    items.reduce(|a, b| if a >= b { a } else { b })
+}
+
+// === impl Score ===
+
+impl Score {
+    /// What a match without a path (or a rule without matches) scores:
+    /// the prefix `/`.
+    const ROOT: Self = Self {
+        host: None,
+        path: 1,
+        method: false,
+        headers: 0,
+        query: 0,
+    };
 }
 
 // === impl HostMatch ===
@@ -181,7 +254,8 @@ impl HostMatch {
 // === impl RequestMatch ===
 
 impl RequestMatch {
-    /// Compiles one API match (regexes anchored).
+    /// Compiles one API match (regexes anchored), so that requests are
+    /// matched without compiling or allocating anything.
     pub fn from_proto(m: api::HttpRouteMatch) -> Result<Self, InvalidMatch> {
         let method = m
             .method
@@ -243,13 +317,7 @@ impl RequestMatch {
     /// How well `req` matches, or `None`. A match without a path counts
     /// as the prefix `/` (Gateway API).
     fn score(&self, req: &RequestHead<'_>) -> Option<Score> {
-        let mut score = Score {
-            host: None,
-            path: 1,
-            method: false,
-            headers: 0,
-            query: 0,
-        };
+        let mut score = Score::ROOT;
         if let Some(method) = &self.method {
             if method != req.method {
                 return None;
@@ -325,60 +393,9 @@ impl QueryMatch {
     }
 }
 
-// === impl HttpRoute ===
-
-impl HttpRoute {
-    /// How well `req` (for `host`, lower-case-insensitive, port stripped)
-    /// matches this route, or `None` if it is not on it.
-    pub fn score(&self, req: &RequestHead<'_>, host: Option<&str>) -> Option<Score> {
-        let host_score = if self.hosts.is_empty() {
-            None
-        } else {
-            let host = host?;
-            Some(first_max(self.hosts.iter().filter_map(|h| h.score(host)))?)
-        };
-        let best = first_max(self.rules.iter().filter_map(|rule| {
-            if rule.matches.is_empty() {
-                // A rule without matches matches everything, as `/` does.
-                return Some(Score {
-                    host: None,
-                    path: 1,
-                    method: false,
-                    headers: 0,
-                    query: 0,
-                });
-            }
-            first_max(rule.matches.iter().filter_map(|m| m.score(req)))
-        }))?;
-        Some(Score {
-            host: host_score,
-            ..best
-        })
-    }
-}
-
-/// The host a request is for: the URI's (HTTP/2, absolute-form HTTP/1),
-/// else the `Host` header's, without the port.
-pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
-    if let Some(host) = uri.host() {
-        return Some(host);
-    }
-    let value = headers.get(http::header::HOST)?.to_str().ok()?;
-    // `host[:port]`, or `[v6]:port`.
-    if let Some(rest) = value.strip_prefix('[') {
-        return rest.split_once(']').map(|(h, _)| h);
-    }
-    Some(value.rsplit_once(':').map_or(value, |(h, _)| h))
-}
-
-/// The greatest item, the first of equals (so earlier routes, rules and
-/// matches win ties, as the controller orders them).
-pub fn first_max<T: Ord>(items: impl Iterator<Item = T>) -> Option<T> {
-    items.reduce(|a, b| if a >= b { a } else { b })
-}
-
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
     use linkerd2_proxy_api::http_route::{HeaderMatch as ApiHeader, PathMatch as ApiPath};
@@ -605,5 +622,43 @@ mod tests {
         assert!(s(&exact) > s(&prefix));
         assert!(s(&prefix) > s(&root));
         assert_eq!(first_max([3, 1, 3].into_iter()), Some(3));
+    }
+
+    #[test]
+    fn routes_need_a_host_and_a_rule() {
+        let host = |h: &str| HostMatch::Exact(h.into());
+        let api = RequestMatch::from_proto(path(path_match::Kind::Prefix("/api".into()))).unwrap();
+        let (method, headers) = (http::Method::GET, http::HeaderMap::new());
+        let on = |hosts: &[HostMatch], rules: &[&[RequestMatch]], uri: &str, h: Option<&str>| {
+            let uri: http::Uri = uri.parse().unwrap();
+            let req = RequestHead {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+            };
+            route_score(hosts, rules.iter().copied(), &req, h)
+        };
+        let api_rule: &[RequestMatch] = std::slice::from_ref(&api);
+        assert!(
+            on(&[], &[api_rule], "/api/x", None).is_some(),
+            "no hosts: any"
+        );
+        assert!(on(&[], &[api_rule], "/web", None).is_none());
+        assert!(on(&[], &[&[]], "/web", None).is_some(), "no matches: all");
+        assert!(on(&[], &[], "/web", None).is_none(), "no rules: none");
+        let web = [host("web.shop")];
+        assert!(on(&web, &[api_rule], "/api", Some("WEB.shop")).is_some());
+        assert!(on(&web, &[api_rule], "/api", Some("api.shop")).is_none());
+        assert!(
+            on(&web, &[api_rule], "/api", None).is_none(),
+            "hosts need one"
+        );
+        // A host makes a route more specific than one without.
+        assert!(on(&web, &[&[]], "/", Some("web.shop")) > on(&[], &[&[]], "/", Some("web.shop")));
+        // The best rule counts.
+        assert_eq!(
+            on(&[], &[&[], api_rule], "/api", None),
+            on(&[], &[api_rule], "/api", None)
+        );
     }
 }
