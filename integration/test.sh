@@ -8,7 +8,7 @@
 #  2. checks formatting and lints (warnings are errors);
 #  3. builds the workspace and the images the test node runs
 #     (install/image.sh: release binaries on a minimal root filesystem);
-#  4. runs the whole workspace's tests with cargo-nextest.
+#  4. runs the whole workspace's tests with cargo-nextest (required).
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds), WEFT_CACHE_DIR (where
 # the control-plane binaries are cached, default $HOME/.cache/weft).
@@ -37,9 +37,11 @@ step "images for the test node (install/image.sh)"
 bash install/image.sh
 
 step "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --profile ci
-else
-    echo "cargo-nextest not found; falling back to cargo test" >&2
-    cargo test --workspace --locked
+# nextest, not `cargo test`: its per-test time-outs (.config/nextest.toml)
+# turn a hung test into a failure and its test groups run the real node's
+# tests one at a time.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest is required (cargo install cargo-nextest --locked)" >&2
+    exit 1
 fi
+cargo nextest run --workspace --locked --profile ci

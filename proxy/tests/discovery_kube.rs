@@ -10,7 +10,7 @@
 //! ("pods") live in a network namespace the test creates
 //! ([`TestNet`]: a veth pair and one address per pod in `10.214.N.0/24`);
 //! the proxy and the load stay in the host namespace and reach them over
-//! the veth. No other network is touched. Needs root and `ip`; skipped
+//! the veth. No other network is touched. Needs root and `ip`; fails
 //! with a message otherwise.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -189,14 +189,12 @@ struct Pods {
 }
 
 impl Pods {
-    /// The network, the cluster and `n` backends; `None`, after saying
-    /// why, where no network namespace can be made (the test is skipped).
-    async fn start(n: u8) -> Option<Self> {
+    /// The network, the cluster and `n` backends. Where no network
+    /// namespace can be made the test fails, saying why: a missing
+    /// prerequisite must not pass as a skipped test.
+    async fn start(n: u8) -> Self {
         if let Some(why) = TestNet::unavailable() {
-            eprintln!(
-                "skipping: {why} (the Kubernetes discovery scenarios need a network namespace)"
-            );
-            return None;
+            panic!("{why} (the Kubernetes discovery scenarios need a network namespace: root and `ip`)");
         }
         let net = TestNet::create().unwrap();
         let plane = cluster().await;
@@ -209,11 +207,11 @@ impl Pods {
                     .unwrap(),
             );
         }
-        Some(Self {
+        Self {
             backends,
             plane,
             _net: net,
-        })
+        }
     }
 
     /// The backends as endpoints without a proxy in front.
@@ -237,15 +235,13 @@ async fn kubeconfig_controller(plane: &TestControlPlane) -> ControllerProcess {
 }
 
 /// Runs scenario `run` on the Kubernetes feed read by a `--kubeconfig`
-/// controller, with a client proxy and `n` backend pods; skipped where no
+/// controller, with a client proxy and `n` backend pods; fails where no
 /// network namespace can be made.
 async fn on_kubeconfig_feed(
     n: u8,
     run: impl AsyncFnOnce(&mut KubeDiscovery<'_>, &ProxyProcess, &[Replica<'_>]) -> scenario::Result<()>,
 ) {
-    let Some(pods) = Pods::start(n).await else {
-        return;
-    };
+    let pods = Pods::start(n).await;
     let mut d = KubeDiscovery::new(&pods.plane, kubeconfig_controller(&pods.plane).await);
     let web = d.web().await;
     run(&mut d, &web, &pods.replicas()).await.unwrap();
@@ -299,9 +295,7 @@ fn in_cluster_options(volume: &ServiceAccountVolume) -> ControllerOptions {
 /// documented ClusterRole, so this also checks that RBAC is enough.
 #[tokio::test]
 async fn kube_controller_outage_under_load_in_cluster_loses_nothing() {
-    let Some(pods) = Pods::start(4).await else {
-        return;
-    };
+    let pods = Pods::start(4).await;
     let plane = &pods.plane;
     plane
         .create_namespace_for_pods(CONTROLLER_NAMESPACE)
