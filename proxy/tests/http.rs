@@ -496,3 +496,25 @@ async fn connect_tunnels_for_https_proxy_clients() {
         .unwrap();
     assert_eq!(&echoed, payload);
 }
+
+/// A request body that breaks off mid-stream (a malformed chunk) is the
+/// client's error: `400` with the reason, not a `502` blaming the app.
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_error() {
+    let backend = HttpBackend::start().await;
+    let proxy = inbound_to(backend.addr).await;
+    let rsp = raw(
+        proxy.inbound,
+        b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nZZ\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&rsp);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.to_lowercase()
+            .contains("l5d-proxy-error: invalid request body"),
+        "{text}"
+    );
+}

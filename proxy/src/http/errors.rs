@@ -74,6 +74,13 @@ pub enum ProxyError {
     /// proxy answers this `404` too).
     #[error("no route found for request")]
     NoRoute,
+    /// The client's request body broke off or was malformed (a bad chunk,
+    /// a connection closed mid-body): the client's error, not the app's.
+    #[error("invalid request body: {reason}")]
+    InvalidRequestBody {
+        /// What the client connection reported.
+        reason: String,
+    },
     /// The target accepted the request but failed before responding.
     #[error("upstream {addr} failed: {reason}")]
     Upstream {
@@ -82,6 +89,31 @@ pub enum ProxyError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// When sending failed because the request body, as read from the client's
+/// connection, failed: hyper's "error from user's Body stream" whose cause
+/// is itself a hyper error (the server side reading the client). Errors of
+/// the proxy's own body wrappers are not hyper's, so they stay upstream
+/// errors. Returns what the client connection reported.
+fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                if c.downcast_ref::<hyper::Error>().is_some() {
+                    return Some(c.to_string());
+                }
+                cause = c.source();
+            }
+            return None;
+        }
+        source = e.source();
+    }
+    None
 }
 
 // === impl ProxyError ===
@@ -95,6 +127,9 @@ impl ProxyError {
                 return connect.clone().into();
             }
             source = e.source();
+        }
+        if let Some(reason) = client_body_error(&err) {
+            return ProxyError::InvalidRequestBody { reason };
         }
         // hyper's errors are layered ("client error (SendRequest)" wrapping
         // "connection closed before message completed"); report them all.
@@ -111,7 +146,7 @@ impl ProxyError {
     /// The HTTP status reported to the client.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoTarget => StatusCode::BAD_REQUEST,
+            ProxyError::NoTarget | ProxyError::InvalidRequestBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
