@@ -160,13 +160,26 @@ pub fn default_meta(name: &str) -> Metadata {
 
 /// Metadata of something that comes from a Kubernetes resource.
 pub fn resource_meta(group: &str, kind: &str, namespace: &str, name: &str) -> Metadata {
+    resource_port_meta(group, kind, namespace, name, 0)
+}
+
+/// Metadata of one port of a Kubernetes resource (a Service port, say);
+/// port 0 means none, as the API has it.
+pub fn resource_port_meta(
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Metadata {
     Metadata {
         kind: Some(metadata::Kind::Resource(Resource {
             group: group.to_owned(),
             kind: kind.to_owned(),
             name: name.to_owned(),
             namespace: namespace.to_owned(),
-            ..Resource::default()
+            section: String::new(),
+            port: u32::from(port),
         })),
     }
 }

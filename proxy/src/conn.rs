@@ -195,7 +195,7 @@ impl Side {
         accepted: Accepted,
         target: Option<Target>,
         http: impl FnOnce(Tls) -> HttpService,
-        mut admission: impl Admission,
+        admission: impl Admission,
     ) {
         let client = accepted.client;
         let io = MeteredIo::unattached(accepted.stream);
@@ -249,39 +249,19 @@ impl Side {
         }
         io.get_mut()
             .attach(|| self.tcp.open(self.direction, "src", status.clone()));
-        let kind = match detected {
-            Detected::Http(_) => ConnKind::Http,
-            _ => ConnKind::Tcp,
-        };
-        let admitted = admission.admit(&status, kind);
-        if matches!(admitted, Admitted::Refused) {
-            reset(io.get_ref().get_ref());
-            return;
-        }
-        match detected {
-            Detected::Http(version) => {
-                let svc = http(status);
-                server::serve(
-                    io,
-                    version,
-                    svc,
-                    &self.drain,
-                    &self.server,
-                    admitted.revoked(),
-                )
-                .await
-            }
-            Detected::Tls | Detected::Opaque | Detected::Timeout => {
-                tokio::select! {
-                    forwarded = self.forward_opaque(&mut io, client, target.as_ref()) => {
-                        if !forwarded {
-                            reset(io.get_ref().get_ref());
-                        }
-                    }
-                    _ = admitted.revoked() => reset(io.get_ref().get_ref()),
-                }
-            }
-        }
+        // A plaintext client of an unreachable target is reset, as a
+        // transparent proxy must.
+        self.serve_admitted(
+            io,
+            detected,
+            status,
+            client,
+            target.as_ref(),
+            http,
+            admission,
+            true,
+        )
+        .await
     }
 
     /// Inbound mTLS for our identity: handshake, then detect what runs
@@ -293,7 +273,7 @@ impl Side {
         client: SocketAddr,
         target: Option<Target>,
         http: impl FnOnce(Tls) -> HttpService,
-        mut admission: impl Admission,
+        admission: impl Admission,
     ) {
         let opaque = self.is_opaque(target.as_ref());
         let (mut stream, client_id) = match tls::accept(io, identity, self.detect_timeout).await {
@@ -313,18 +293,21 @@ impl Side {
             // A peer proxy carrying opaque TCP, or an opaque port: nothing
             // to detect, and the application may be the one to speak first.
             tracing::debug!(%client, tls = ?status, "mTLS accepted (opaque)");
-            let admitted = admission.admit(&status, ConnKind::Tcp);
-            if matches!(admitted, Admitted::Refused) {
-                reset(tls_socket(&stream));
-                return;
-            }
-            tokio::select! {
-                _ = self.forward_opaque(&mut stream, client, target.as_ref()) => {}
-                _ = admitted.revoked() => reset(tls_socket(&stream)),
-            }
-            return;
+            let opaque = Detected::Opaque;
+            return self
+                .serve_admitted(
+                    stream,
+                    opaque,
+                    status,
+                    client,
+                    target.as_ref(),
+                    http,
+                    admission,
+                    false,
+                )
+                .await;
         }
-        let (detected, mut io) = match detect(stream, self.detect_timeout).await {
+        let (detected, io) = match detect(stream, self.detect_timeout).await {
             Ok(d) => d,
             Err(error) => {
                 tracing::debug!(%client, %error, "mTLS connection failed during protocol detection");
@@ -332,13 +315,45 @@ impl Side {
             }
         };
         tracing::debug!(%client, ?detected, tls = ?status, "mTLS accepted");
+        self.serve_admitted(
+            io,
+            detected,
+            status,
+            client,
+            target.as_ref(),
+            http,
+            admission,
+            false,
+        )
+        .await
+    }
+
+    /// Asks `admission` about a connection whose protocol is known, then
+    /// serves it: HTTP through the HTTP stack, anything else as opaque bytes
+    /// to the target. A refused connection, or one whose admission is later
+    /// revoked, is reset; so is one whose target cannot be reached, when
+    /// `reset_unreachable`.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_admitted<I>(
+        &self,
+        mut io: I,
+        detected: Detected,
+        status: Tls,
+        client: SocketAddr,
+        target: Option<&Target>,
+        http: impl FnOnce(Tls) -> HttpService,
+        mut admission: impl Admission,
+        reset_unreachable: bool,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static + Socket,
+    {
         let kind = match detected {
             Detected::Http(_) => ConnKind::Http,
             _ => ConnKind::Tcp,
         };
         let admitted = admission.admit(&status, kind);
         if matches!(admitted, Admitted::Refused) {
-            reset(tls_socket(io.get_ref()));
+            reset(io.socket());
             return;
         }
         match detected {
@@ -354,10 +369,14 @@ impl Side {
                 )
                 .await
             }
-            _ => {
+            Detected::Tls | Detected::Opaque | Detected::Timeout => {
                 tokio::select! {
-                    _ = self.forward_opaque(&mut io, client, target.as_ref()) => {}
-                    _ = admitted.revoked() => reset(tls_socket(io.get_ref())),
+                    forwarded = self.forward_opaque(&mut io, client, target) => {
+                        if !forwarded && reset_unreachable {
+                            reset(io.socket());
+                        }
+                    }
+                    _ = admitted.revoked() => reset(io.socket()),
                 }
             }
         }
@@ -437,6 +456,25 @@ impl Side {
 }
 
 /// The socket under an accepted mTLS stream, to reset it.
-fn tls_socket(stream: &tokio_rustls::server::TlsStream<Accepting>) -> &TcpStream {
-    stream.get_ref().0.get_ref().get_ref()
+/// The TCP socket under a connection's layers, so it can be reset.
+trait Socket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Socket for MeteredIo<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<Accepting> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.socket()
+    }
+}
+
+impl<I: Socket> Socket for PrefixedIo<I> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().socket()
+    }
 }

@@ -59,7 +59,7 @@ use linkerd2_proxy_api::http_route::{
     header_match, path_match, HeaderMatch, HttpRouteMatch, PathMatch, Timeouts,
 };
 use linkerd2_proxy_api::http_types::{http_method, HttpMethod};
-use linkerd2_proxy_api::meta::{metadata, Metadata, Resource};
+use linkerd2_proxy_api::meta::{metadata, Metadata};
 use linkerd2_proxy_api::outbound::backend::{balance_p2c, endpoint_discovery};
 use linkerd2_proxy_api::outbound::http_route::{distribution, retry, Distribution, Retry, Rule};
 use linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPolicies;
@@ -72,6 +72,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use weft_policy::default_meta;
 use weft_smi_crds::profile as sp;
 use weft_smi_crds::profile::compile_anchored;
 use weft_smi_crds::specs::HttpMatch;
@@ -761,25 +762,9 @@ fn balancer(metadata: Metadata, path: String) -> Backend {
     }
 }
 
+/// Metadata of a resource's port, in this module's argument order.
 fn resource(group: &str, kind: &str, name: &str, namespace: &str, port: u16) -> Metadata {
-    Metadata {
-        kind: Some(metadata::Kind::Resource(Resource {
-            group: group.to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            section: String::new(),
-            port: u32::from(port),
-        })),
-    }
-}
-
-/// Metadata of what no resource stands for (Linkerd's names: `http`,
-/// `opaq` for the default routes).
-fn default_meta(name: &str) -> Metadata {
-    Metadata {
-        kind: Some(metadata::Kind::Default(name.to_owned())),
-    }
+    weft_policy::resource_port_meta(group, kind, namespace, name, port)
 }
 
 /// The constants above as protobuf durations (they are far below the

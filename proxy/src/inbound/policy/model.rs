@@ -537,55 +537,47 @@ impl HttpRoute {
     }
 
     pub(super) fn from_proto(route: api::HttpRoute) -> Result<Self, InvalidRoute> {
-        let api::HttpRoute {
-            metadata,
-            hosts,
-            authorizations,
+        // Filters (header changes, redirects, failure injection) never
+        // decide who is admitted; they are not applied.
+        let rules = route.rules.into_iter().map(|r| r.matches);
+        Self::assemble(
+            route.metadata,
+            route.hosts,
+            route.authorizations,
             rules,
-        } = route;
-        let meta = Meta::from_proto(metadata)?;
-        if rules.is_empty() {
-            return Err(InvalidRoute::NoRules);
-        }
-        let rules = rules
-            .into_iter()
-            .map(|r| {
-                // Filters (header changes, redirects, failure injection)
-                // never decide who is admitted; they are not applied.
-                let matches = r
-                    .matches
-                    .into_iter()
-                    .map(RequestMatch::from_proto)
-                    .collect::<Result<Box<[_]>, _>>()?;
-                Ok(Rule { matches })
-            })
-            .collect::<Result<Box<[_]>, InvalidRoute>>()?;
-        Ok(Self {
-            meta,
-            hosts: route_hosts(hosts)?,
-            rules,
-            authorizations: route_authzs(authorizations)?,
-        })
+            RequestMatch::from_proto,
+        )
     }
 
     fn from_grpc(route: api::GrpcRoute) -> Result<Self, InvalidRoute> {
-        let api::GrpcRoute {
-            metadata,
-            hosts,
-            authorizations,
+        let rules = route.rules.into_iter().map(|r| r.matches);
+        Self::assemble(
+            route.metadata,
+            route.hosts,
+            route.authorizations,
             rules,
-        } = route;
+            grpc_match,
+        )
+    }
+
+    /// The parts both kinds of route share; `to_match` converts one rule's
+    /// matches (HTTP or gRPC) into request matches.
+    fn assemble<M>(
+        metadata: Option<linkerd2_proxy_api::meta::Metadata>,
+        hosts: Vec<api_route::HostMatch>,
+        authorizations: Vec<api::Authz>,
+        rules: impl ExactSizeIterator<Item = Vec<M>>,
+        to_match: impl Fn(M) -> Result<RequestMatch, InvalidMatch>,
+    ) -> Result<Self, InvalidRoute> {
         let meta = Meta::from_proto(metadata)?;
-        if rules.is_empty() {
+        if rules.len() == 0 {
             return Err(InvalidRoute::NoRules);
         }
         let rules = rules
-            .into_iter()
-            .map(|r| {
-                let matches = r
-                    .matches
+            .map(|matches| {
+                let matches = matches
                     .into_iter()
-                    .map(grpc_match)
+                    .map(&to_match)
                     .collect::<Result<Box<[_]>, _>>()?;
                 Ok(Rule { matches })
             })
